@@ -1,0 +1,239 @@
+//! The command line (PROTOCOL.md §8): the flags of the original, plus our settings.
+//!
+//! Parsing is a pure function from arguments to a [`Command`], so that every flag and every
+//! mistake is tested without starting a process; `main` only prints and exits.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::config::{Config, DEFAULT_PORT};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Serve with this configuration.
+    Run(Config),
+    /// Print this text (help or version) and exit successfully.
+    Print(String),
+}
+
+/// A command line that cannot be obeyed. `main` prints it and exits with status 2.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CliError {
+    /// A flag's value is missing or malformed.
+    BadValue {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// An argument no flag takes.
+    Unknown(String),
+    /// A TLS flag was given; this build serves plain `ws://` only.
+    TlsUnavailable,
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadValue { flag, problem } => write!(f, "invalid value for {flag}: {problem}"),
+            Self::Unknown(arg) => write!(f, "unexpected argument '{arg}'"),
+            Self::TlsUnavailable => write!(
+                f,
+                "TLS (--key, --cert, --ca) is not available yet in this version; \
+                 serve ws:// or put a TLS reverse proxy in front"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// The text of `--help`.
+pub fn usage() -> String {
+    format!(
+        "\
+Usage: sigver [options]
+
+WebRTC signaling server for Netflux (https://coast-team.github.io/netflux/).
+
+Options:
+  -V, --version                  print the version
+  -h, --host <ip>                address to bind (default: 0.0.0.0)
+  -p, --port <number>            port to listen on, 0 for any free port (default: {DEFAULT_PORT})
+  -k, --key <file>               TLS private key (PEM)
+  -c, --cert <file>              TLS certificate (PEM)
+  -a, --ca <file>                intermediate certificates (PEM), appended to the chain
+      --heartbeat-interval <ms>  time between heartbeats (default: 5000)
+      --help                     print this help
+
+The log level is set with RUST_LOG (default: info), e.g. RUST_LOG=debug.
+
+Examples:
+  $ sigver                       # Signaling server is listening on 0.0.0.0:8000
+  $ sigver -h 192.168.0.1 -p 80  # Signaling server is listening on 192.168.0.1:80
+  $ sigver -p 0                  # any free port, printed on start
+  $ sigver --key ./private.key --cert ./primary.crt --ca ./intermediate.crt --port 443
+"
+    )
+}
+
+/// Parses the arguments (without the program name).
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliError> {
+    let mut args = pico_args::Arguments::from_vec(args.into_iter().collect());
+    if args.contains("--help") {
+        return Ok(Command::Print(usage()));
+    }
+    if args.contains(["-V", "--version"]) {
+        return Ok(Command::Print(format!("{}\n", env!("CARGO_PKG_VERSION"))));
+    }
+    let host: Option<String> = value(&mut args, ["-h", "--host"], "--host", Ok)?;
+    let port: u16 = value(&mut args, ["-p", "--port"], "--port", |s| {
+        s.parse::<u16>()
+            .map_err(|_| format!("'{s}' is not a port number (0 to 65535)"))
+    })?
+    .unwrap_or(DEFAULT_PORT);
+    let heartbeat: Option<u64> = value(
+        &mut args,
+        "--heartbeat-interval",
+        "--heartbeat-interval",
+        |s| match s.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(ms),
+            _ => Err(format!("'{s}' is not a positive number of milliseconds")),
+        },
+    )?;
+    let mut tls = false;
+    for (keys, name) in [
+        (["-k", "--key"], "--key"),
+        (["-c", "--cert"], "--cert"),
+        (["-a", "--ca"], "--ca"),
+    ] {
+        tls |= value(&mut args, keys, name, Ok)?.is_some();
+    }
+    if let Some(arg) = args.finish().into_iter().next() {
+        return Err(CliError::Unknown(arg.to_string_lossy().into_owned()));
+    }
+    if tls {
+        return Err(CliError::TlsUnavailable);
+    }
+    let mut config = Config {
+        addr: resolve(host.as_deref(), port)?,
+        ..Config::default()
+    };
+    if let Some(ms) = heartbeat {
+        config.heartbeat_interval = Duration::from_millis(ms);
+    }
+    Ok(Command::Run(config))
+}
+
+fn value<T>(
+    args: &mut pico_args::Arguments,
+    keys: impl Into<pico_args::Keys>,
+    flag: &'static str,
+    convert: impl Fn(String) -> Result<T, String>,
+) -> Result<Option<T>, CliError> {
+    let bad = |problem: String| CliError::BadValue { flag, problem };
+    match args.opt_value_from_str::<_, String>(keys) {
+        Ok(v) => v.map(convert).transpose().map_err(bad),
+        Err(pico_args::Error::MissingOption(_) | pico_args::Error::OptionWithoutAValue(_)) => {
+            Err(bad("a value is required".into()))
+        }
+        Err(pico_args::Error::Utf8ArgumentParsingFailed { cause, .. }) => Err(bad(cause)),
+        Err(pico_args::Error::NonUtf8Argument) => Err(bad("not valid UTF-8".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// An IP address, or a host name resolved once at start (as the original's `listen` does).
+fn resolve(host: Option<&str>, port: u16) -> Result<SocketAddr, CliError> {
+    let Some(host) = host else {
+        return Ok(SocketAddr::new(Config::default().addr.ip(), port));
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let bad = |problem: String| CliError::BadValue {
+        flag: "--host",
+        problem,
+    };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("cannot resolve '{host}': {e}")))?
+        .next()
+        .ok_or_else(|| bad(format!("'{host}' has no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, CliError> {
+        match parse(args.iter().map(OsString::from))? {
+            Command::Run(c) => Ok(c),
+            Command::Print(t) => panic!("printed {t}"),
+        }
+    }
+
+    fn printed(args: &[&str]) -> String {
+        match parse(args.iter().map(OsString::from)) {
+            Ok(Command::Print(t)) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_serve_all_interfaces_on_8000() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.addr, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn host_port_and_interval() {
+        let c = run(&["-h", "127.0.0.1", "-p", "0", "--heartbeat-interval", "250"]).unwrap();
+        assert_eq!(c.addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(250));
+        let c = run(&["--host=::1", "--port=9000"]).unwrap();
+        assert_eq!(c.addr, "[::1]:9000".parse().unwrap());
+        let c = run(&["--host", "localhost"]).unwrap();
+        assert!(c.addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert!(printed(&["--help"]).contains("Examples:"));
+        assert!(printed(&["--help"]).contains("-h, --host"));
+        assert_eq!(printed(&["-V"]), format!("{}\n", env!("CARGO_PKG_VERSION")));
+        assert_eq!(printed(&["--version"]), printed(&["-V"]));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["-p", "70000"], "--port"),
+            (&["-p", "abc"], "--port"),
+            (&["-p"], "--port"),
+            (&["-h"], "--host"),
+            (&["--heartbeat-interval", "0"], "--heartbeat-interval"),
+            (&["--heartbeat-interval", "-5"], "--heartbeat-interval"),
+            (&["--bogus"], "--bogus"),
+            (&["extra"], "extra"),
+        ];
+        for (args, needle) in cases {
+            let e = run(args).unwrap_err();
+            assert!(e.to_string().contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_flags_are_refused_until_tls_exists() {
+        for args in [&["-k", "k.pem"][..], &["-c", "c.pem"], &["--ca", "a.pem"]] {
+            assert_eq!(run(args).unwrap_err(), CliError::TlsUnavailable);
+        }
+        assert!(CliError::TlsUnavailable
+            .to_string()
+            .contains("not available yet"));
+    }
+}

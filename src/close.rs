@@ -1,0 +1,104 @@
+//! Why a connection is closed, and the close code and reason the peer receives for it.
+//!
+//! Every close the server initiates goes through a [`CloseReason`], so that the code, the human
+//! reason (PROTOCOL.md §7) and the log line cannot disagree.
+
+use std::fmt;
+
+/// Why the server closes a WebSocket connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The group key (the URL path) is empty (4741).
+    KeyEmpty,
+    /// The group key is longer than [`crate::hub::MAX_KEY_LEN`] bytes (4741).
+    KeyTooLong,
+    /// Three heartbeat ticks passed without a heartbeat from the client (4742).
+    Heartbeat,
+    /// The client sent a text frame (4743).
+    TextFrame,
+    /// The client sent bytes that do not decode as a `Message` (4743).
+    BadMessage,
+    /// The client sent a `Message` with no field of its oneof set (4743).
+    EmptyMessage,
+    /// A lone member was replaced by a joiner that had already tried it (4744).
+    BlockingMember,
+    /// The request URL cannot be parsed (4745).
+    BadUrl,
+    /// The server is stopping (1001).
+    Shutdown,
+    /// The client broke the WebSocket framing rules (1002).
+    ProtocolError,
+    /// A message or frame is larger than the configured limit (1009).
+    MessageTooBig,
+    /// The client does not read what is sent to it and its send queue is full (1008).
+    SendQueueFull,
+}
+
+impl CloseReason {
+    /// The WebSocket close code sent to the peer.
+    pub fn close_code(self) -> u16 {
+        match self {
+            Self::KeyEmpty | Self::KeyTooLong => 4741,
+            Self::Heartbeat => 4742,
+            Self::TextFrame | Self::BadMessage | Self::EmptyMessage => 4743,
+            Self::BlockingMember => 4744,
+            Self::BadUrl => 4745,
+            Self::Shutdown => 1001,
+            Self::ProtocolError => 1002,
+            Self::SendQueueFull => 1008,
+            Self::MessageTooBig => 1009,
+        }
+    }
+
+    /// The human reason sent with the close code; RFC 6455 §5.5 allows at most 123 bytes.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::KeyEmpty => "Empty group key",
+            Self::KeyTooLong => "Group key longer than 512 bytes",
+            Self::Heartbeat => "Too many missed heartbeats",
+            Self::TextFrame => "Text frames are not supported: send binary protobuf messages",
+            Self::BadMessage => "Message is not a valid protobuf Message",
+            Self::EmptyMessage => "Message has no field set",
+            Self::BlockingMember => "Replaced by a peer that could not join through you",
+            Self::BadUrl => "Request URL cannot be parsed",
+            Self::Shutdown => "Server is stopping",
+            Self::ProtocolError => "WebSocket protocol error",
+            Self::MessageTooBig => "Message too big",
+            Self::SendQueueFull => "Send queue full",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.close_code(), self.reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [CloseReason; 12] = [
+        CloseReason::KeyEmpty,
+        CloseReason::KeyTooLong,
+        CloseReason::Heartbeat,
+        CloseReason::TextFrame,
+        CloseReason::BadMessage,
+        CloseReason::EmptyMessage,
+        CloseReason::BlockingMember,
+        CloseReason::BadUrl,
+        CloseReason::Shutdown,
+        CloseReason::ProtocolError,
+        CloseReason::MessageTooBig,
+        CloseReason::SendQueueFull,
+    ];
+
+    #[test]
+    fn reasons_fit_in_a_close_frame() {
+        // RFC 6455 §5.5: control frame payload <= 125 bytes, two of which are the code.
+        for r in ALL {
+            assert!(!r.reason().is_empty() && r.reason().len() <= 123, "{r:?}");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! One connection: its phase, which owns the transport and moves it on at each transition.
+//!
+//! `Request` reads the upgrade request, `Respond` writes the HTTP answer, then either `Open`
+//! (a WebSocket the hub knows) or `Linger` (an HTTP error answer waiting for the client to
+//! hang up); `Open` becomes `Closing` once a close frame is queued; `Done` waits to be reaped.
+//! This module does the byte work of each phase; the server decides what follows.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+
+use mio::Registry;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::WebSocket;
+
+use crate::handshake::{self, BadUrl, Parse, Request, Target};
+use crate::hub::ConnId;
+use crate::transport::Transport;
+
+/// Bytes read from the socket at a time while upgrading.
+const REQUEST_CHUNK: usize = 2048;
+
+/// A connection and where it stands.
+#[derive(Debug)]
+pub struct Conn {
+    /// Its identity for the hub and the timers.
+    pub id: ConnId,
+    /// The client's address, for logs.
+    pub peer: SocketAddr,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Queued in the flush list of this loop turn.
+    pub dirty: bool,
+}
+
+/// The phases of a connection. See the module documentation.
+#[derive(Debug)]
+pub enum Phase {
+    /// Reading the HTTP request head.
+    Request {
+        /// The socket.
+        stream: Transport,
+        /// The bytes read so far.
+        buf: Vec<u8>,
+    },
+    /// Writing the HTTP answer.
+    Respond {
+        /// The socket.
+        stream: Transport,
+        /// The whole answer.
+        out: Vec<u8>,
+        /// How much of it is written.
+        written: usize,
+        /// What follows once it is written.
+        then: Then,
+    },
+    /// Upgraded; the hub knows the peer.
+    Open(Box<WebSocket<Transport>>),
+    /// A close frame is queued; waiting for the peer's answer.
+    Closing(Box<WebSocket<Transport>>),
+    /// An HTTP error answer was sent and the write side shut: reading until the client hangs
+    /// up, so that closing does not reset the connection before it read the answer.
+    Linger(Transport),
+    /// Nothing left; waiting to be reaped.
+    Done,
+}
+
+/// What follows the HTTP answer.
+#[derive(Debug)]
+pub enum Then {
+    /// Become a WebSocket; `leftover` holds frames the client sent right after its request.
+    Upgrade {
+        /// Bytes read past the request head.
+        leftover: Vec<u8>,
+        /// Key and `favored`, or a bad URL.
+        target: Result<Target, BadUrl>,
+    },
+    /// Shut the write side and linger.
+    Close,
+}
+
+/// What reading the request produced.
+#[derive(Debug)]
+pub enum RequestStep {
+    /// More bytes are needed.
+    Pending,
+    /// Answer with these bytes, then do `Then`.
+    Respond(Vec<u8>, Then),
+    /// The client went away or the socket failed.
+    Gone,
+}
+
+/// What writing the answer produced.
+#[derive(Debug)]
+pub enum RespondStep {
+    /// The socket is full; wait for it to drain.
+    Pending,
+    /// The answer is out and the connection is now `Open`.
+    Upgraded(Result<Target, BadUrl>),
+    /// The answer is out and the connection lingers.
+    Lingering,
+    /// The socket failed.
+    Gone,
+}
+
+impl Conn {
+    /// Reads what the socket has and classifies the request once its head is complete.
+    pub fn read_request(&mut self) -> RequestStep {
+        let Phase::Request { stream, buf } = &mut self.phase else {
+            return RequestStep::Pending;
+        };
+        let mut chunk = [0u8; REQUEST_CHUNK];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => return RequestStep::Gone,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.len() > handshake::MAX_REQUEST_BYTES {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return RequestStep::Gone,
+            }
+        }
+        match handshake::parse(buf) {
+            Parse::Partial => RequestStep::Pending,
+            Parse::TooLarge => RequestStep::Respond(
+                handshake::error_response(431, "Request Header Fields Too Large", "", ""),
+                Then::Close,
+            ),
+            Parse::Done { consumed, request } => match request {
+                Request::Upgrade(u) => RequestStep::Respond(
+                    handshake::switching_protocols(&u),
+                    Then::Upgrade {
+                        leftover: buf[consumed..].to_vec(),
+                        target: u.target,
+                    },
+                ),
+                Request::NotUpgrade => {
+                    RequestStep::Respond(handshake::upgrade_required(), Then::Close)
+                }
+                Request::WrongVersion => RequestStep::Respond(
+                    handshake::error_response(
+                        426,
+                        "Upgrade Required",
+                        "Sec-WebSocket-Version: 13\r\n",
+                        "Only WebSocket version 13 is supported.\n",
+                    ),
+                    Then::Close,
+                ),
+                Request::Malformed => RequestStep::Respond(
+                    handshake::error_response(400, "Bad Request", "", "Bad request.\n"),
+                    Then::Close,
+                ),
+            },
+        }
+    }
+
+    /// Moves from `Request` to `Respond` with this answer.
+    pub fn start_response(&mut self, out: Vec<u8>, then: Then) {
+        if let Phase::Request { stream, .. } = std::mem::replace(&mut self.phase, Phase::Done) {
+            self.phase = Phase::Respond {
+                stream,
+                out,
+                written: 0,
+                then,
+            };
+        }
+    }
+
+    /// Writes the rest of the answer; once it is out, moves on to `Open` or `Linger`.
+    pub fn write_response(&mut self, ws_config: WebSocketConfig) -> RespondStep {
+        let Phase::Respond {
+            stream,
+            out,
+            written,
+            ..
+        } = &mut self.phase
+        else {
+            return RespondStep::Pending;
+        };
+        while *written < out.len() {
+            match stream.write(&out[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return RespondStep::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return RespondStep::Gone,
+            }
+        }
+        let Phase::Respond {
+            mut stream, then, ..
+        } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return RespondStep::Gone;
+        };
+        match then {
+            Then::Upgrade { leftover, target } => {
+                let ws =
+                    WebSocket::from_partially_read(stream, leftover, Role::Server, Some(ws_config));
+                self.phase = Phase::Open(Box::new(ws));
+                RespondStep::Upgraded(target)
+            }
+            Then::Close => {
+                // Ignored failure: the socket is closing either way.
+                let _ = stream.tcp().shutdown(Shutdown::Write);
+                self.phase = Phase::Linger(stream);
+                RespondStep::Lingering
+            }
+        }
+    }
+
+    /// Discards what a lingering client still sends; true once it has hung up.
+    pub fn drain_linger(&mut self) -> bool {
+        let Phase::Linger(stream) = &mut self.phase else {
+            return false;
+        };
+        let mut chunk = [0u8; REQUEST_CHUNK];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// The WebSocket of an `Open` or `Closing` connection.
+    pub fn ws(&mut self) -> Option<&mut WebSocket<Transport>> {
+        match &mut self.phase {
+            Phase::Open(ws) | Phase::Closing(ws) => Some(ws),
+            _ => None,
+        }
+    }
+
+    /// Moves from `Open` to `Closing` (the close frame is queued by the caller).
+    pub fn set_closing(&mut self) {
+        if let Phase::Open(ws) = std::mem::replace(&mut self.phase, Phase::Done) {
+            self.phase = Phase::Closing(ws);
+        }
+    }
+
+    /// Deregisters and drops the socket; the connection is `Done`. True if it was not already.
+    pub fn shut(&mut self, registry: &Registry) -> bool {
+        let stream = match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::Request { stream, .. }
+            | Phase::Respond { stream, .. }
+            | Phase::Linger(stream) => stream,
+            Phase::Open(ws) | Phase::Closing(ws) => ws.into_inner(),
+            Phase::Done => return false,
+        };
+        let mut stream = stream;
+        // Ignored failure: the fd is closed right after, which removes it from epoll anyway.
+        let _ = registry.deregister(stream.tcp());
+        true
+    }
+}

@@ -1,0 +1,32 @@
+//! Errors that stop the server from starting or running. Per-connection trouble is never an
+//! `Error`: it closes that connection with a [`crate::CloseReason`] and nothing else.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+/// Why the server could not start or had to stop.
+#[derive(Debug)]
+pub enum Error {
+    /// The listening socket could not be bound.
+    Bind(SocketAddr, io::Error),
+    /// The event loop could not be created or polled.
+    Poll(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            Self::Poll(e) => write!(f, "event loop failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Bind(_, e) | Self::Poll(e) => Some(e),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The HTTP side of a connection: parsing the upgrade request (RFC 6455 §4.2.1), extracting
+//! the group key and `favored` from its target (PROTOCOL.md §1), and the HTTP responses.
+//!
+//! Pure functions over byte strings: no socket, no clock. The driver feeds the bytes read so
+//! far and writes the response it gets back.
+
+use std::fmt::Write as _;
+
+/// Largest request head accepted (request line and headers), in bytes; more gets 431.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// Most headers parsed in one request; more is answered like an oversized head.
+const MAX_HEADERS: usize = 64;
+
+/// What the bytes received so far amount to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parse {
+    /// The head is not complete yet.
+    Partial,
+    /// The head is complete; `consumed` bytes of the buffer belong to it (the rest, if any,
+    /// are early WebSocket frames).
+    Done {
+        /// Bytes of the buffer taken by the request head.
+        consumed: usize,
+        /// What was asked.
+        request: Request,
+    },
+    /// The head is longer than [`MAX_REQUEST_BYTES`] or has too many headers.
+    TooLarge,
+}
+
+/// A complete request head, classified.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A valid WebSocket upgrade.
+    Upgrade(Upgrade),
+    /// A request that does not ask for a WebSocket (a plain `GET`, say).
+    NotUpgrade,
+    /// An upgrade with a `Sec-WebSocket-Version` other than 13.
+    WrongVersion,
+    /// Not valid HTTP/1.1, or an upgrade missing a required part.
+    Malformed,
+}
+
+/// A valid upgrade request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Upgrade {
+    /// `Sec-WebSocket-Accept` value for the response.
+    pub accept: String,
+    /// The first subprotocol offered, echoed back (PROTOCOL.md §1).
+    pub protocol: Option<String>,
+    /// Key and `favored`, or why the target is not a usable URL (closed with 4745 after the
+    /// upgrade, so that the client sees the code).
+    pub target: Result<Target, BadUrl>,
+}
+
+/// Where a peer wants to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The group key: the path without its leading `/`, as sent (no percent-decoding).
+    pub key: Vec<u8>,
+    /// The query has a parameter named `favored`.
+    pub favored: bool,
+}
+
+/// The request target is not a URL path we can take a key from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadUrl;
+
+/// Classifies the bytes received so far.
+pub fn parse(buf: &[u8]) -> Parse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(consumed)) if consumed > MAX_REQUEST_BYTES => Parse::TooLarge,
+        Ok(httparse::Status::Complete(consumed)) => Parse::Done {
+            consumed,
+            request: classify(&req),
+        },
+        Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_BYTES => Parse::TooLarge,
+        Ok(httparse::Status::Partial) => Parse::Partial,
+        Err(httparse::Error::TooManyHeaders) => Parse::TooLarge,
+        Err(_) => Parse::Done {
+            consumed: buf.len(),
+            request: Request::Malformed,
+        },
+    }
+}
+
+fn header_values<'a>(
+    req: &'a httparse::Request<'_, '_>,
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> {
+    req.headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+fn classify(req: &httparse::Request<'_, '_>) -> Request {
+    let header = |name: &'static str| header_values(req, name);
+    let has_token = |name: &'static str, token: &str| {
+        header(name).any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    if !has_token("upgrade", "websocket") {
+        return Request::NotUpgrade;
+    }
+    // RFC 6455 §4.2.1: a GET, HTTP/1.1 or higher, `Connection: Upgrade`, a key, version 13.
+    if req.method != Some("GET") || req.version != Some(1) || !has_token("connection", "upgrade") {
+        return Request::Malformed;
+    }
+    let Some(key) = header("sec-websocket-key").next().map(<[u8]>::trim_ascii) else {
+        return Request::Malformed;
+    };
+    if key.is_empty() {
+        return Request::Malformed;
+    }
+    if !header("sec-websocket-version").any(|v| v.trim_ascii() == b"13") {
+        return Request::WrongVersion;
+    }
+    let protocol = header("sec-websocket-protocol")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|p| !p.is_empty())
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .map(str::to_owned);
+    Request::Upgrade(Upgrade {
+        accept: tungstenite::handshake::derive_accept_key(key),
+        protocol,
+        target: parse_target(req.path.unwrap_or("").as_bytes()),
+    })
+}
+
+/// Splits a request target into key and `favored` (PROTOCOL.md §1). Accepts origin-form
+/// (`/key?favored`) and absolute-form (`ws://host/key?favored`).
+pub fn parse_target(target: &[u8]) -> Result<Target, BadUrl> {
+    let path_and_query = if target.starts_with(b"/") {
+        target
+    } else {
+        // absolute-form: scheme "://" authority path
+        let scheme_end = find(target, b"://").ok_or(BadUrl)?;
+        let scheme = &target[..scheme_end];
+        if scheme.is_empty()
+            || !scheme
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+        {
+            return Err(BadUrl);
+        }
+        let rest = &target[scheme_end + 3..];
+        match rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')) {
+            // From the path on; with no path (`ws://host?q`) the key is empty.
+            Some(i) => &rest[i..],
+            None => b"",
+        }
+    };
+    // A fragment is never part of the key; a browser does not send one anyway.
+    let before_fragment = match path_and_query.iter().position(|&b| b == b'#') {
+        Some(i) => &path_and_query[..i],
+        None => path_and_query,
+    };
+    let (path, query) = match before_fragment.iter().position(|&b| b == b'?') {
+        Some(i) => (&before_fragment[..i], &before_fragment[i + 1..]),
+        None => (before_fragment, &b""[..]),
+    };
+    let key = path.strip_prefix(b"/").unwrap_or(path);
+    Ok(Target {
+        key: key.to_vec(),
+        favored: query
+            .split(|&b| b == b'&')
+            .any(|param| param_name_is(param, b"favored")),
+    })
+}
+
+/// True when the name of `param` (`name` or `name=value`), form-decoded as
+/// `URLSearchParams` does, is `name`.
+fn param_name_is(param: &[u8], name: &[u8]) -> bool {
+    let raw = match param.iter().position(|&b| b == b'=') {
+        Some(i) => &param[..i],
+        None => param,
+    };
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => decoded.push(b' '),
+            b'%' => {
+                let digit = |at: usize| raw.get(at).and_then(|&b| hex(b));
+                match (digit(i + 1), digit(i + 2)) {
+                    (Some(h), Some(l)) => {
+                        decoded.push(h << 4 | l);
+                        i += 2;
+                    }
+                    _ => decoded.push(b'%'),
+                }
+            }
+            b => decoded.push(b),
+        }
+        i += 1;
+    }
+    decoded == name
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The `101 Switching Protocols` answer to an upgrade.
+pub fn switching_protocols(upgrade: &Upgrade) -> Vec<u8> {
+    let mut s = String::with_capacity(160);
+    s.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    let _ = write!(s, "Sec-WebSocket-Accept: {}\r\n", upgrade.accept);
+    if let Some(p) = &upgrade.protocol {
+        let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+/// A short complete HTTP answer after which the connection is closed.
+pub fn error_response(status: u16, reason: &str, extra_headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The answer to a request that is not an upgrade (PROTOCOL.md §1).
+pub fn upgrade_required() -> Vec<u8> {
+    error_response(
+        426,
+        "Upgrade Required",
+        "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        "This is a WebSocket signaling server: connect with ws:// or wss://.\n",
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,43 @@
+//! sigver: the WebRTC signaling server of the Netflux peer-to-peer library.
+//!
+//! Browsers and bots open a WebSocket to `ws://host:8000/KEY`; the server keeps groups by key,
+//! introduces each joining peer to one member, relays their WebRTC offers, answers and
+//! candidates until the peer-to-peer link is up, and checks liveness with heartbeats. The
+//! behaviour is that of the original Node.js sigver, byte for byte (see PROTOCOL.md).
+//!
+//! ```no_run
+//! let server = sigver::Server::bind(sigver::Config::default())?;
+//! let handle = server.handle(); // handle.shutdown() from any thread stops it
+//! server.run()?;
+//! # Ok::<(), sigver::Error>(())
+//! ```
+//!
+//! # Layout
+//! - [`server`]: the mio event loop, a thin driver of the pieces below.
+//! - [`conn`]: one connection's phases, each owning the transport.
+//! - [`transport`]: plain TCP under a connection.
+//! - [`handshake`]: the HTTP upgrade request and responses, as pure functions.
+//! - [`hub`]: groups, bindings, relaying and heartbeat misses: the protocol, without sockets.
+//! - [`timer`]: the hashed timer wheel for heartbeats and deadlines.
+//! - [`proto`]: the protobuf messages.
+//! - [`close`]: close codes and reasons; [`config`]: settings; [`cli`]: the command line;
+//!   [`error`]: errors that stop the server.
+
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod close;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod handshake;
+pub mod hub;
+pub mod proto;
+pub mod server;
+pub mod timer;
+pub mod transport;
+
+pub use close::CloseReason;
+pub use config::Config;
+pub use error::Error;
+pub use server::{Handle, Server};
