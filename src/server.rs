@@ -207,11 +207,11 @@ impl Driver {
                             self.begin_shutdown();
                         }
                     }
-                    Token(slot) => self.on_ready(slot),
+                    Token(slot) => self.on_ready(slot, event.is_writable()),
                 }
             }
             for slot in std::mem::take(&mut self.again) {
-                self.on_ready(slot);
+                self.on_ready(slot, false);
             }
             if self.accept_ready && self.accept_retry_at.is_none_or(|t| self.now >= t) {
                 self.accept();
@@ -317,7 +317,7 @@ impl Driver {
     }
 
     /// Does whatever the connection's phase can do now.
-    fn on_ready(&mut self, slot: usize) {
+    fn on_ready(&mut self, slot: usize, writable: bool) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -337,8 +337,11 @@ impl Driver {
                 }
             }
             Phase::Open(_) | Phase::Closing(_) => {
-                // A writable edge: flush what waited for room. Then read.
-                self.mark_dirty(slot);
+                // A writable edge: flush what waited for room (events are hints: reading is
+                // tried either way and stops at WouldBlock).
+                if writable {
+                    self.mark_dirty(slot);
+                }
                 self.read_messages(slot);
             }
             Phase::Done => {}
