@@ -8,7 +8,10 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use crate::config::{Config, DEFAULT_PORT};
+use crate::tls::TlsFiles;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -31,8 +34,8 @@ pub enum CliError {
     },
     /// An argument no flag takes.
     Unknown(String),
-    /// A TLS flag was given; this build serves plain `ws://` only.
-    TlsUnavailable,
+    /// TLS needs both a key and a certificate; only one was given (or only `--ca`).
+    TlsIncomplete,
 }
 
 impl fmt::Display for CliError {
@@ -40,10 +43,10 @@ impl fmt::Display for CliError {
         match self {
             Self::BadValue { flag, problem } => write!(f, "invalid value for {flag}: {problem}"),
             Self::Unknown(arg) => write!(f, "unexpected argument '{arg}'"),
-            Self::TlsUnavailable => write!(
+            Self::TlsIncomplete => write!(
                 f,
-                "TLS (--key, --cert, --ca) is not available yet in this version; \
-                 serve ws:// or put a TLS reverse proxy in front"
+                "TLS needs both --key and --cert (--ca is optional); \
+                 give both to serve wss://, or neither to serve ws://"
             ),
         }
     }
@@ -63,19 +66,22 @@ Options:
   -V, --version                  print the version
   -h, --host <ip>                address to bind (default: 0.0.0.0)
   -p, --port <number>            port to listen on, 0 for any free port (default: {DEFAULT_PORT})
-  -k, --key <file>               TLS private key (PEM)
-  -c, --cert <file>              TLS certificate (PEM)
+  -k, --key <file>               TLS private key (PEM); with --cert, serves wss://
+  -c, --cert <file>              TLS certificate chain (PEM)
   -a, --ca <file>                intermediate certificates (PEM), appended to the chain
       --heartbeat-interval <ms>  time between heartbeats (default: 5000)
       --help                     print this help
 
 The log level is set with RUST_LOG (default: info), e.g. RUST_LOG=debug.
+SIGHUP reloads the TLS files; SIGTERM or SIGINT stops gracefully (a second one at once).
 
 Examples:
   $ sigver                       # Signaling server is listening on 0.0.0.0:8000
   $ sigver -h 192.168.0.1 -p 80  # Signaling server is listening on 192.168.0.1:80
   $ sigver -p 0                  # any free port, printed on start
   $ sigver --key ./private.key --cert ./primary.crt --ca ./intermediate.crt --port 443
+  $ sigver -k /etc/letsencrypt/live/example.org/privkey.pem \
+           -c /etc/letsencrypt/live/example.org/fullchain.pem -p 443
 "
     )
 }
@@ -104,22 +110,22 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
             _ => Err(format!("'{s}' is not a positive number of milliseconds")),
         },
     )?;
-    let mut tls = false;
-    for (keys, name) in [
-        (["-k", "--key"], "--key"),
-        (["-c", "--cert"], "--cert"),
-        (["-a", "--ca"], "--ca"),
-    ] {
-        tls |= value(&mut args, keys, name, Ok)?.is_some();
-    }
+    let path = |s: String| Ok(PathBuf::from(s));
+    let key = value(&mut args, ["-k", "--key"], "--key", path)?;
+    let cert = value(&mut args, ["-c", "--cert"], "--cert", path)?;
+    let ca = value(&mut args, ["-a", "--ca"], "--ca", path)?;
     if let Some(arg) = args.finish().into_iter().next() {
         return Err(CliError::Unknown(arg.to_string_lossy().into_owned()));
     }
-    if tls {
-        return Err(CliError::TlsUnavailable);
-    }
+    let tls = match (key, cert, ca) {
+        (Some(key), Some(cert), ca) => Some(TlsFiles { key, cert, ca }),
+        (None, None, None) => None,
+        _ => return Err(CliError::TlsIncomplete),
+    };
     let mut config = Config {
         addr: resolve(host.as_deref(), port)?,
+        tls,
+        handle_signals: true,
         ..Config::default()
     };
     if let Some(ms) = heartbeat {
@@ -228,12 +234,24 @@ mod tests {
     }
 
     #[test]
-    fn tls_flags_are_refused_until_tls_exists() {
-        for args in [&["-k", "k.pem"][..], &["-c", "c.pem"], &["--ca", "a.pem"]] {
-            assert_eq!(run(args).unwrap_err(), CliError::TlsUnavailable);
+    fn tls_needs_key_and_cert() {
+        let c = run(&["-k", "k.pem", "-c", "c.pem"]).unwrap();
+        let files = c.tls.unwrap();
+        assert_eq!(
+            (files.key, files.cert, files.ca),
+            ("k.pem".into(), "c.pem".into(), None)
+        );
+        let c = run(&["--key=k", "--cert=c", "--ca=a"]).unwrap();
+        assert_eq!(c.tls.unwrap().ca, Some("a".into()));
+        let halves: [&[&str]; 4] = [
+            &["-k", "k"],
+            &["-c", "c"],
+            &["--ca", "a"],
+            &["-k", "k", "-a", "a"],
+        ];
+        for args in halves {
+            assert_eq!(run(args).unwrap_err(), CliError::TlsIncomplete, "{args:?}");
         }
-        assert!(CliError::TlsUnavailable
-            .to_string()
-            .contains("not available yet"));
+        assert!(run(&[]).unwrap().tls.is_none());
     }
 }

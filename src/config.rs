@@ -4,6 +4,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::tls::TlsFiles;
+
 /// Default port, as the original (PROTOCOL.md §8).
 pub const DEFAULT_PORT: u16 = 8000;
 
@@ -26,6 +28,11 @@ pub struct Config {
     pub max_connections: usize,
     /// Time the server waits, on shutdown, for peers to acknowledge its close frames.
     pub shutdown_grace: Duration,
+    /// Serve `wss://` with these files; plain `ws://` when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Handle SIGHUP (reload TLS files), SIGTERM and SIGINT (graceful stop; a second one stops
+    /// at once). For the binary; a host program embedding the server keeps its own signals.
+    pub handle_signals: bool,
 }
 
 impl Default for Config {
@@ -39,6 +46,8 @@ impl Default for Config {
             max_send_queue: 4 << 20,
             max_connections: 10_000,
             shutdown_grace: Duration::from_millis(3000),
+            tls: None,
+            handle_signals: false,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! This module does the byte work of each phase; the server decides what follows.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 
 use mio::Registry;
 use tungstenite::protocol::{Role, WebSocketConfig};
@@ -57,8 +57,13 @@ pub enum Phase {
     Open(Box<WebSocket<Transport>>),
     /// A close frame is queued; waiting for the peer's answer.
     Closing(Box<WebSocket<Transport>>),
-    /// An HTTP error answer was sent and the write side shut: reading until the client hangs
-    /// up, so that closing does not reset the connection before it read the answer.
+    /// The peer broke the framing (a frame too big, a protocol error): tungstenite cannot
+    /// read from it again. The close frame is queued; once it is written, the connection
+    /// lingers.
+    Failing(Box<WebSocket<Transport>>),
+    /// A last answer (HTTP error, or close frame after broken framing) was sent and the write
+    /// side shut: reading until the client hangs up, so that closing does not reset the
+    /// connection before the client read the answer.
     Linger(Transport),
     /// Nothing left; waiting to be reaped.
     Done,
@@ -108,6 +113,11 @@ impl Conn {
         let Phase::Request { stream, buf } = &mut self.phase else {
             return RequestStep::Pending;
         };
+        // TLS handshake records wait here when the socket was full.
+        match stream.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return RequestStep::Gone,
+            _ => {}
+        }
         let mut chunk = [0u8; REQUEST_CHUNK];
         loop {
             match stream.read(&mut chunk) {
@@ -202,18 +212,19 @@ impl Conn {
                 RespondStep::Upgraded(target)
             }
             Then::Close => {
-                // Ignored failure: the socket is closing either way.
-                let _ = stream.tcp().shutdown(Shutdown::Write);
+                stream.close_write();
                 self.phase = Phase::Linger(stream);
                 RespondStep::Lingering
             }
         }
     }
 
-    /// Discards what a lingering client still sends; true once it has hung up.
+    /// Discards what a lingering or failing client still sends; true once it has hung up.
     pub fn drain_linger(&mut self) -> bool {
-        let Phase::Linger(stream) = &mut self.phase else {
-            return false;
+        let stream = match &mut self.phase {
+            Phase::Linger(stream) => stream,
+            Phase::Failing(ws) => ws.get_mut(),
+            _ => return false,
         };
         let mut chunk = [0u8; REQUEST_CHUNK];
         loop {
@@ -242,16 +253,44 @@ impl Conn {
         }
     }
 
+    /// Moves from `Closing` to `Failing`: no more reads through tungstenite.
+    pub fn set_failing(&mut self) {
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::Closing(ws) => self.phase = Phase::Failing(ws),
+            other => self.phase = other,
+        }
+    }
+
+    /// Flushes a `Failing` connection's close frame; once it is out, shuts the write side and
+    /// lingers. `Err` when the socket failed.
+    pub fn flush_failing(&mut self) -> io::Result<()> {
+        let Phase::Failing(ws) = &mut self.phase else {
+            return Ok(());
+        };
+        match ws.flush() {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) => return Err(e),
+            Err(e) => return Err(io::Error::other(e)),
+        }
+        if let Phase::Failing(ws) = std::mem::replace(&mut self.phase, Phase::Done) {
+            let mut stream = ws.into_inner();
+            stream.close_write();
+            self.phase = Phase::Linger(stream);
+        }
+        Ok(())
+    }
+
     /// Deregisters and drops the socket; the connection is `Done`. True if it was not already.
     pub fn shut(&mut self, registry: &Registry) -> bool {
         let stream = match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::Request { stream, .. }
             | Phase::Respond { stream, .. }
             | Phase::Linger(stream) => stream,
-            Phase::Open(ws) | Phase::Closing(ws) => ws.into_inner(),
+            Phase::Open(ws) | Phase::Closing(ws) | Phase::Failing(ws) => ws.into_inner(),
             Phase::Done => return false,
         };
         let mut stream = stream;
+        stream.close_write();
         // Ignored failure: the fd is closed right after, which removes it from epoll anyway.
         let _ = registry.deregister(stream.tcp());
         true

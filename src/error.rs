@@ -5,6 +5,8 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+use crate::tls::TlsError;
+
 /// Why the server could not start or had to stop.
 #[derive(Debug)]
 pub enum Error {
@@ -12,6 +14,10 @@ pub enum Error {
     Bind(SocketAddr, io::Error),
     /// The event loop could not be created or polled.
     Poll(io::Error),
+    /// A TLS key or certificate file cannot be used.
+    Tls(TlsError),
+    /// Signal handlers could not be installed.
+    Signals(io::Error),
 }
 
 impl fmt::Display for Error {
@@ -19,6 +25,8 @@ impl fmt::Display for Error {
         match self {
             Self::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             Self::Poll(e) => write!(f, "event loop failed: {e}"),
+            Self::Tls(e) => write!(f, "TLS: {e}"),
+            Self::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
         }
     }
 }
@@ -26,7 +34,8 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Bind(_, e) | Self::Poll(e) => Some(e),
+            Self::Bind(_, e) | Self::Poll(e) | Self::Signals(e) => Some(e),
+            Self::Tls(e) => Some(e),
         }
     }
 }

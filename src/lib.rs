@@ -15,7 +15,8 @@
 //! # Layout
 //! - [`server`]: the mio event loop, a thin driver of the pieces below.
 //! - [`conn`]: one connection's phases, each owning the transport.
-//! - [`transport`]: plain TCP under a connection.
+//! - [`transport`]: plain TCP or TLS under a connection; [`tls`]: loading certificates and
+//!   the non-blocking rustls stream.
 //! - [`handshake`]: the HTTP upgrade request and responses, as pure functions.
 //! - [`hub`]: groups, bindings, relaying and heartbeat misses: the protocol, without sockets.
 //! - [`timer`]: the hashed timer wheel for heartbeats and deadlines.
@@ -35,6 +36,7 @@ pub mod hub;
 pub mod proto;
 pub mod server;
 pub mod timer;
+pub mod tls;
 pub mod transport;
 
 pub use close::CloseReason;

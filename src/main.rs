@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use sigver::cli::{self, Command};
-use sigver::Server;
+use sigver::{Error, Server};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -21,6 +21,11 @@ fn main() -> ExitCode {
     let result = Server::bind(config).and_then(Server::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A bad key or certificate file is a usage mistake, like a bad flag.
+        Err(e @ Error::Tls(_)) => {
+            eprintln!("sigver: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             log::error!("{e}");
             ExitCode::FAILURE

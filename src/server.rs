@@ -16,6 +16,9 @@ use bytes::Bytes;
 use log::{debug, error, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
+use rustls::ServerConnection;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
@@ -27,8 +30,10 @@ use crate::conn::{Conn, Phase, RequestStep, RespondStep};
 use crate::error::Error;
 use crate::hub::{ConnId, Effect, Hub};
 use crate::timer::TimerWheel;
+use crate::tls::{self, TlsStream};
 use crate::transport::Transport;
 
+const SIGNALS: Token = Token(usize::MAX - 2);
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
 
@@ -45,37 +50,70 @@ const WRITE_BUFFER: usize = 64 * 1024;
 const READ_BUFFER: usize = 8 * 1024;
 
 /// A sigver server bound to its address, ready to [`run`](Server::run).
-#[derive(Debug)]
 pub struct Server {
     poll: Poll,
     listener: TcpListener,
     local_addr: SocketAddr,
     waker: Arc<Waker>,
-    stop: Arc<AtomicBool>,
+    flags: Arc<Flags>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    signals: Option<Signals>,
     config: Config,
 }
 
-/// A thread-safe handle that stops a running server.
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Requests from other threads, read by the loop when the waker fires.
+#[derive(Debug, Default)]
+struct Flags {
+    stop: AtomicBool,
+    reload: AtomicBool,
+}
+
+/// A thread-safe handle that stops a running server or reloads its certificates.
 #[derive(Debug, Clone)]
 pub struct Handle {
     waker: Arc<Waker>,
-    stop: Arc<AtomicBool>,
+    flags: Arc<Flags>,
 }
 
 impl Handle {
     /// Asks the server to stop: it stops accepting, sends close 1001 to every peer, waits for
     /// them up to the configured grace time, and `run` returns.
     pub fn shutdown(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.flags.stop.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Asks the server to read its TLS files again, as SIGHUP does: new connections get the
+    /// new certificate, open ones carry on; a broken file keeps the old configuration.
+    pub fn reload_tls(&self) {
+        self.flags.reload.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Err(e) = self.waker.wake() {
-            error!("cannot wake the event loop to stop it: {e}");
+            error!("cannot wake the event loop: {e}");
         }
     }
 }
 
 impl Server {
-    /// Binds the listening socket. Port 0 picks a free port: see [`Server::local_addr`].
+    /// Loads the TLS files, if any, and binds the listening socket. Port 0 picks a free port:
+    /// see [`Server::local_addr`].
     pub fn bind(config: Config) -> Result<Self, Error> {
+        let tls = match &config.tls {
+            Some(files) => Some(tls::load(files).map_err(Error::Tls)?),
+            None => None,
+        };
         let poll = Poll::new().map_err(Error::Poll)?;
         let mut listener =
             TcpListener::bind(config.addr).map_err(|e| Error::Bind(config.addr, e))?;
@@ -86,12 +124,23 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(Error::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::Poll)?);
+        let signals = if config.handle_signals {
+            let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(Error::Signals)?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)
+                .map_err(Error::Signals)?;
+            Some(signals)
+        } else {
+            None
+        };
         Ok(Self {
             poll,
             listener,
             local_addr,
             waker,
-            stop: Arc::new(AtomicBool::new(false)),
+            flags: Arc::default(),
+            tls,
+            signals,
             config,
         })
     }
@@ -105,12 +154,15 @@ impl Server {
     pub fn handle(&self) -> Handle {
         Handle {
             waker: Arc::clone(&self.waker),
-            stop: Arc::clone(&self.stop),
+            flags: Arc::clone(&self.flags),
         }
     }
 
     /// Serves until [`Handle::shutdown`] is called. Blocks the calling thread.
     pub fn run(self) -> Result<(), Error> {
+        if let Some(files) = &self.config.tls {
+            info!("TLS on: serving wss:// with {}", files.cert.display());
+        }
         info!("Signaling server is listening on {}", self.local_addr);
         let mut driver = Driver::new(self);
         driver.run()
@@ -136,7 +188,9 @@ struct Timer {
 struct Driver {
     poll: Poll,
     listener: Option<TcpListener>,
-    stop: Arc<AtomicBool>,
+    flags: Arc<Flags>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    signals: Option<Signals>,
     config: Config,
     ws_config: WebSocketConfig,
     conns: Slab<Conn>,
@@ -168,7 +222,9 @@ impl Driver {
         Self {
             poll: server.poll,
             listener: Some(server.listener),
-            stop: server.stop,
+            flags: server.flags,
+            tls: server.tls,
+            signals: server.signals,
             ws_config,
             conns: Slab::new(),
             hub: Hub::new(random_seed()),
@@ -203,8 +259,17 @@ impl Driver {
                 match event.token() {
                     LISTENER => self.accept_ready = true,
                     WAKER => {
-                        if self.stop.load(Ordering::SeqCst) {
+                        if self.flags.reload.swap(false, Ordering::SeqCst) {
+                            self.reload_tls();
+                        }
+                        if self.flags.stop.load(Ordering::SeqCst) {
                             self.begin_shutdown();
+                        }
+                    }
+                    SIGNALS => {
+                        if self.on_signals() {
+                            info!("Signaling server stopped at once on a second signal");
+                            return Ok(());
                         }
                     }
                     Token(slot) => self.on_ready(slot, event.is_writable()),
@@ -295,11 +360,22 @@ impl Driver {
             };
             self.next_generation = self.next_generation.wrapping_add(1);
             debug!("conn {}.{} accepted from {addr}", id.slot, id.generation);
+            let stream = match &self.tls {
+                None => Transport::Plain(stream),
+                Some(config) => match ServerConnection::new(Arc::clone(config)) {
+                    Ok(conn) => Transport::Tls(Box::new(TlsStream { conn, sock: stream })),
+                    Err(e) => {
+                        error!("cannot start TLS for {addr}: {e}");
+                        let _ = self.poll.registry().deregister(&mut stream);
+                        continue;
+                    }
+                },
+            };
             entry.insert(Conn {
                 id,
                 peer: addr,
                 phase: Phase::Request {
-                    stream: Transport::Plain(stream),
+                    stream,
                     buf: Vec::new(),
                 },
                 dirty: false,
@@ -334,6 +410,13 @@ impl Driver {
             Phase::Linger(_) => {
                 if conn.drain_linger() {
                     self.finish(slot);
+                }
+            }
+            Phase::Failing(_) => {
+                if conn.drain_linger() {
+                    self.finish(slot);
+                } else if writable {
+                    self.mark_dirty(slot);
                 }
             }
             Phase::Open(_) | Phase::Closing(_) => {
@@ -449,9 +532,13 @@ impl Driver {
             .get(slot)
             .is_some_and(|c| matches!(c.phase, Phase::Closing(_)));
         if closing {
-            self.finish(slot);
-        } else {
-            self.close(id, reason);
+            return self.finish(slot);
+        }
+        self.close(id, reason);
+        // tungstenite cannot read this stream again (its state is mid-frame): only the close
+        // frame goes out, then the connection lingers.
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.set_failing();
         }
     }
 
@@ -555,7 +642,7 @@ impl Driver {
                     );
                     self.finish(slot);
                 }
-                (TimerKind::Close, Phase::Closing(_)) => {
+                (TimerKind::Close, Phase::Closing(_) | Phase::Failing(_) | Phase::Linger(_)) => {
                     debug!(
                         "conn {}.{} dropped: close timeout",
                         timer.id.slot, timer.id.generation
@@ -588,6 +675,15 @@ impl Driver {
                     continue;
                 };
                 conn.dirty = false;
+                if matches!(conn.phase, Phase::Failing(_)) {
+                    if conn
+                        .flush_failing()
+                        .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
+                    {
+                        self.finish(slot);
+                    }
+                    continue;
+                }
                 let Some(ws) = conn.ws() else { continue };
                 match ws.flush() {
                     Ok(()) => {}
@@ -636,6 +732,37 @@ impl Driver {
             .map(|c| (slot, c))
     }
 
+    /// Handles pending signals; true when the loop must stop at once.
+    fn on_signals(&mut self) -> bool {
+        let Some(signals) = self.signals.as_mut() else {
+            return false;
+        };
+        let pending: Vec<i32> = signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGHUP => self.reload_tls(),
+                _ if self.stopping_until.is_some() => return true,
+                _ => self.begin_shutdown(),
+            }
+        }
+        false
+    }
+
+    /// Reads the TLS files again; on any error keeps serving with the old ones.
+    fn reload_tls(&mut self) {
+        let Some(files) = &self.config.tls else {
+            info!("reload requested: no TLS files to reload");
+            return;
+        };
+        match tls::load(files) {
+            Ok(config) => {
+                self.tls = Some(config);
+                info!("TLS certificate reloaded from {}", files.cert.display());
+            }
+            Err(e) => error!("TLS reload failed, keeping the previous certificate: {e}"),
+        }
+    }
+
     fn begin_shutdown(&mut self) {
         if self.stopping_until.is_some() {
             return;
@@ -654,16 +781,22 @@ impl Driver {
             .iter()
             .map(|(slot, c)| (slot, c.id, matches!(c.phase, Phase::Open(_))))
             .collect();
-        for (slot, id, open) in slots {
+        // Every peer is told 1001 first, then forgotten: partners are all going away, so the
+        // disconnect notes (sent only to open connections) would be noise.
+        for &(slot, id, open) in &slots {
             if open {
-                self.close(id, CloseReason::Shutdown);
+                self.start_close(id, CloseReason::Shutdown);
             } else if !matches!(
                 self.conns.get(slot).map(|c| &c.phase),
-                Some(Phase::Closing(_))
+                Some(Phase::Closing(_) | Phase::Failing(_))
             ) {
                 self.finish(slot);
             }
         }
+        for &(_, id, _) in &slots {
+            self.hub.on_close(id, &mut self.effects);
+        }
+        self.apply_effects();
     }
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod binary;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
@@ -55,11 +57,13 @@ impl TestServer {
         Peer::connect(self.addr, path)
     }
 
-    /// Stops the server and waits for `run` to return.
+    /// Stops the server and waits for `run` to return. A server thread that panicked fails
+    /// the test here.
     pub fn stop(&mut self) -> Result<(), sigver::Error> {
         self.handle.shutdown();
-        match self.thread.take() {
-            Some(t) => t.join().expect("server thread panicked"),
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => panic!("the server thread panicked"),
             None => Ok(()),
         }
     }
@@ -67,10 +71,16 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if self.thread.is_some() {
-            let result = self.stop();
-            if !std::thread::panicking() {
-                result.expect("server run failed");
+        self.handle.shutdown();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let result = thread.join();
+        // A second panic while a failing test unwinds would abort the whole test binary.
+        if !std::thread::panicking() {
+            match result {
+                Ok(run) => run.expect("server run failed"),
+                Err(_) => panic!("the server thread panicked"),
             }
         }
     }

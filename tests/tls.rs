@@ -1,0 +1,499 @@
+//! wss:// end to end: certificates made at test time (a root, an intermediate and leaves),
+//! real TLS WebSocket clients, the in-process server and the real binary for SIGHUP and bad
+//! files.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::binary::Binary;
+use common::{TestServer, WAIT};
+use prost::Message as _;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use sigver::proto::{Content, GroupData, Message, Type};
+use sigver::tls::TlsFiles;
+use tungstenite::{Message as WsMessage, WebSocket};
+
+type TlsWs = WebSocket<StreamOwned<ClientConnection, TcpStream>>;
+
+/// A root CA, an intermediate signed by it, and a way to issue leaves for `localhost`.
+struct Pki {
+    root_der: CertificateDer<'static>,
+    intermediate_pem: String,
+    intermediate_der: CertificateDer<'static>,
+    intermediate: Issuer<'static, KeyPair>,
+}
+
+/// A leaf certificate and its key, as PEM.
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params
+}
+
+impl Pki {
+    fn new() -> Self {
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params("sigver test root");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let inter_key = KeyPair::generate().unwrap();
+        let inter_params = ca_params("sigver test intermediate");
+        let inter = inter_params.signed_by(&inter_key, &root_issuer).unwrap();
+        Self {
+            root_der: root.der().clone(),
+            intermediate_pem: inter.pem(),
+            intermediate_der: inter.der().clone(),
+            intermediate: Issuer::new(inter_params, inter_key),
+        }
+    }
+
+    fn leaf(&self) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &self.intermediate).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    fn client_config(&self) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.root_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+}
+
+/// A fresh directory for one test's files.
+fn temp_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sigver-tls-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes the leaf (cert only) and key, and the intermediate as `--ca`.
+fn write_files(dir: &Path, pki: &Pki, leaf: &Leaf) -> TlsFiles {
+    let files = TlsFiles {
+        key: dir.join("key.pem"),
+        cert: dir.join("cert.pem"),
+        ca: Some(dir.join("ca.pem")),
+    };
+    std::fs::write(&files.key, &leaf.key_pem).unwrap();
+    std::fs::write(&files.cert, &leaf.cert_pem).unwrap();
+    std::fs::write(files.ca.as_ref().unwrap(), &pki.intermediate_pem).unwrap();
+    files
+}
+
+/// Opens a wss:// peer; returns it with the certificate chain the server presented.
+fn connect(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+    path: &str,
+) -> (TlsWs, Vec<CertificateDer<'static>>) {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(Arc::clone(config), name).unwrap();
+    let stream = StreamOwned::new(conn, tcp);
+    let url = format!("wss://localhost:{}{path}", addr.port());
+    let (ws, response) = tungstenite::client(url.as_str(), stream).expect("wss upgrade");
+    assert_eq!(response.status(), 101);
+    let chain = ws
+        .get_ref()
+        .conn
+        .peer_certificates()
+        .unwrap()
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect();
+    (ws, chain)
+}
+
+fn send(ws: &mut TlsWs, t: Type) {
+    let bytes = Message { r#type: Some(t) }.encode_to_vec();
+    ws.send(WsMessage::Binary(bytes.into())).unwrap();
+}
+
+fn recv(ws: &mut TlsWs) -> Type {
+    loop {
+        match ws.read().expect("read") {
+            WsMessage::Binary(b) => match Message::decode(b).unwrap().r#type.unwrap() {
+                Type::Heartbeat(_) => {}
+                t => return t,
+            },
+            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn join(ws: &mut TlsWs, id: u32) -> bool {
+    send(
+        ws,
+        Type::Connect(GroupData {
+            id,
+            members: vec![],
+        }),
+    );
+    match recv(ws) {
+        Type::Connected(c) => c,
+        other => panic!("expected connected, got {other:?}"),
+    }
+}
+
+fn content(ws: &mut TlsWs, recipient_id: u32, data: &[u8]) {
+    send(
+        ws,
+        Type::Content(Content {
+            sender_id: 0,
+            recipient_id,
+            last_data: false,
+            data: data.to_vec().into(),
+        }),
+    );
+}
+
+fn recv_content(ws: &mut TlsWs) -> (u32, u32, Vec<u8>) {
+    match recv(ws) {
+        Type::Content(c) => (c.sender_id, c.recipient_id, c.data.to_vec()),
+        other => panic!("expected content, got {other:?}"),
+    }
+}
+
+/// Relays one message each way between a member and a joiner; returns the joiner's id.
+fn relay_both_ways(member: &mut TlsWs, joiner: &mut TlsWs) -> u32 {
+    content(joiner, 0, b"offer");
+    let (s, r, data) = recv_content(member);
+    assert!(s != 0 && r == 0 && data == b"offer");
+    content(member, s, b"answer");
+    assert_eq!(recv_content(joiner), (0, s, b"answer".to_vec()));
+    s
+}
+
+fn tls_server(files: TlsFiles) -> TestServer {
+    TestServer::with(|c| c.tls = Some(files))
+}
+
+#[test]
+fn full_group_scenario_over_wss() {
+    // Proves the whole protocol runs over TLS: join, relay both ways, disconnect note.
+    let pki = Pki::new();
+    let files = write_files(&temp_dir(), &pki, &pki.leaf());
+    let server = tls_server(files);
+    let client = pki.client_config();
+    let (mut a, _) = connect(server.addr, &client, "/room");
+    assert!(join(&mut a, 1));
+    let (mut b, _) = connect(server.addr, &client, "/room");
+    assert!(!join(&mut b, 2));
+    let s = relay_both_ways(&mut a, &mut b);
+    drop(b); // abrupt: TCP goes away without a close frame
+    assert_eq!(recv_content(&mut a), (s, 0, vec![]));
+}
+
+#[test]
+fn chain_with_intermediate_is_presented_in_order() {
+    // Proves --ca certificates are appended after the server certificate.
+    let pki = Pki::new();
+    let leaf = pki.leaf();
+    let files = write_files(&temp_dir(), &pki, &leaf);
+    let server = tls_server(files);
+    let (_ws, chain) = connect(server.addr, &pki.client_config(), "/k");
+    assert_eq!(chain, vec![leaf.der.clone(), pki.intermediate_der.clone()]);
+}
+
+#[test]
+fn plain_text_on_the_tls_port_is_refused_without_harm() {
+    // Proves a plain-text client on a TLS port is dropped promptly and others keep relaying.
+    let pki = Pki::new();
+    let files = write_files(&temp_dir(), &pki, &pki.leaf());
+    let server = tls_server(files);
+    let client = pki.client_config();
+    let (mut a, _) = connect(server.addr, &client, "/pair");
+    assert!(join(&mut a, 1));
+    let (mut b, _) = connect(server.addr, &client, "/pair");
+    assert!(!join(&mut b, 2));
+
+    let mut plain = TcpStream::connect(server.addr).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    plain
+        .write_all(b"GET /pair HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer); // ends: the server hung up
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 101"),
+        "plain text must not be upgraded on a TLS port"
+    );
+    relay_both_ways(&mut a, &mut b);
+}
+
+#[test]
+fn a_stalled_tls_handshake_is_dropped_at_the_deadline() {
+    // Proves the handshake deadline covers TLS: half a ClientHello, then silence, is dropped.
+    let pki = Pki::new();
+    let files = write_files(&temp_dir(), &pki, &pki.leaf());
+    let server = TestServer::with(|c| {
+        c.tls = Some(files);
+        c.handshake_timeout = Duration::from_millis(300);
+    });
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(start.elapsed() < WAIT, "the server must hang up by itself");
+    let (mut ws, _) = connect(server.addr, &pki.client_config(), "/still-serving");
+    assert!(join(&mut ws, 1));
+}
+
+#[test]
+fn a_key_that_does_not_match_is_refused_at_bind() {
+    // Proves a key for another certificate is caught before serving, naming the key file.
+    let pki = Pki::new();
+    let dir = temp_dir();
+    let files = write_files(&dir, &pki, &pki.leaf());
+    std::fs::write(&files.key, pki.leaf().key_pem).unwrap();
+    let err = sigver::Server::bind(sigver::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(files.clone()),
+        ..sigver::Config::default()
+    })
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&files.key.display().to_string()), "{text}");
+    assert!(text.contains("does not match"), "{text}");
+}
+
+fn tls_args(files: &TlsFiles) -> Vec<String> {
+    let mut args = vec![
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        "0".into(),
+        "-k".into(),
+        files.key.display().to_string(),
+        "-c".into(),
+        files.cert.display().to_string(),
+    ];
+    if let Some(ca) = &files.ca {
+        args.extend(["-a".into(), ca.display().to_string()]);
+    }
+    args
+}
+
+#[test]
+fn sighup_renews_the_certificate_for_new_connections_only() {
+    // Proves SIGHUP serves a new certificate to new peers while an open one keeps relaying.
+    let pki = Pki::new();
+    let (old, new) = (pki.leaf(), pki.leaf());
+    let dir = temp_dir();
+    let files = write_files(&dir, &pki, &old);
+    let args = tls_args(&files);
+    let bin = Binary::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = bin.addr();
+    let client = pki.client_config();
+    let (mut member, chain) = connect(addr, &client, "/renew");
+    assert_eq!(chain[0], old.der);
+    assert!(join(&mut member, 1));
+
+    write_files(&dir, &pki, &new);
+    bin.sighup();
+    bin.wait_for("TLS certificate reloaded");
+
+    let (mut joiner, chain) = connect(addr, &client, "/renew");
+    assert_eq!(chain[0], new.der, "new connections get the new certificate");
+    assert!(!join(&mut joiner, 2));
+    relay_both_ways(&mut member, &mut joiner);
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_old_certificate() {
+    // Proves a broken file on reload is logged by name and the old certificate stays.
+    let pki = Pki::new();
+    let leaf = pki.leaf();
+    let dir = temp_dir();
+    let files = write_files(&dir, &pki, &leaf);
+    let args = tls_args(&files);
+    let bin = Binary::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = bin.addr();
+    let client = pki.client_config();
+    let (mut member, _) = connect(addr, &client, "/broken");
+    assert!(join(&mut member, 1));
+
+    std::fs::write(&files.cert, "not a certificate\n").unwrap();
+    bin.sighup();
+    let line = bin.wait_for("TLS reload failed");
+    assert!(line.contains(&files.cert.display().to_string()), "{line}");
+
+    let (mut joiner, chain) = connect(addr, &client, "/broken");
+    assert_eq!(chain[0], leaf.der);
+    assert!(!join(&mut joiner, 2));
+    relay_both_ways(&mut member, &mut joiner);
+}
+
+#[test]
+fn bad_tls_files_exit_2_naming_the_file() {
+    // Proves every unusable file stops the binary with status 2 and names the file.
+    let pki = Pki::new();
+    let dir = temp_dir();
+    let files = write_files(&dir, &pki, &pki.leaf());
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "hello\n").unwrap();
+    let other_key = dir.join("other-key.pem");
+    std::fs::write(&other_key, pki.leaf().key_pem).unwrap();
+    let missing = dir.join("missing.pem");
+    let s = |p: &Path| p.display().to_string();
+    let (key, cert, ca) = (s(&files.key), s(&files.cert), s(files.ca.as_ref().unwrap()));
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["-k".into(), s(&missing), "-c".into(), cert.clone()],
+            s(&missing),
+        ),
+        (
+            vec!["-k".into(), key.clone(), "-c".into(), s(&missing)],
+            s(&missing),
+        ),
+        (
+            vec!["-k".into(), s(&garbage), "-c".into(), cert.clone()],
+            s(&garbage),
+        ),
+        (
+            vec!["-k".into(), key.clone(), "-c".into(), s(&garbage)],
+            s(&garbage),
+        ),
+        (
+            vec![
+                "-k".into(),
+                key.clone(),
+                "-c".into(),
+                cert.clone(),
+                "-a".into(),
+                s(&garbage),
+            ],
+            s(&garbage),
+        ),
+        (
+            vec!["-k".into(), s(&other_key), "-c".into(), cert.clone()],
+            s(&other_key),
+        ),
+        (vec!["-k".into(), key.clone()], "--cert".into()),
+        (vec!["-c".into(), cert.clone()], "--key".into()),
+        (vec!["-a".into(), ca.clone()], "--key".into()),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_sigver"))
+            .args(["-h", "127.0.0.1", "-p", "0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(&needle), "{args:?}: {stderr}");
+    }
+}
+
+/// Makes a self-signed certificate for localhost with `openssl`, whose key encoding `genkey`
+/// chooses; returns (key, cert) paths. `.ci/run` installs openssl.
+fn openssl_pair(dir: &Path, genkey: &[&str]) -> (PathBuf, PathBuf) {
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let key_s = key.display().to_string();
+    let mut args = genkey.to_vec();
+    args.extend(["-out", &key_s]);
+    run(&args);
+    let cert_s = cert.display().to_string();
+    run(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        &key_s,
+        "-out",
+        &cert_s,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+    ]);
+    (key, cert)
+}
+
+#[test]
+fn pkcs1_rsa_and_sec1_ec_keys_are_accepted() {
+    // Proves the key formats of common tools load: PKCS#1 (RSA) and SEC1 (EC), not only PKCS#8.
+    let cases: [(&[&str], &str); 2] = [
+        (&["genrsa", "-traditional"][..], "BEGIN RSA PRIVATE KEY"),
+        (
+            &["ecparam", "-name", "prime256v1", "-genkey", "-noout"][..],
+            "BEGIN EC PRIVATE KEY",
+        ),
+    ];
+    for (genkey, label) in cases {
+        let dir = temp_dir();
+        let (key, cert) = openssl_pair(&dir, genkey);
+        assert!(std::fs::read_to_string(&key).unwrap().contains(label));
+        let cert_der = CertificateDer::from_pem_file(&cert).unwrap();
+        let server = tls_server(TlsFiles {
+            key,
+            cert,
+            ca: None,
+        });
+        let mut roots = RootCertStore::empty();
+        roots.add(cert_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = Arc::new(
+            ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let (mut ws, chain) = connect(server.addr, &client, "/formats");
+        assert_eq!(chain, vec![cert_der], "{label}");
+        assert!(join(&mut ws, 1));
+    }
+}
