@@ -197,21 +197,6 @@ fn bad_port_exits_2_and_names_the_flag() {
 }
 
 #[test]
-fn tls_flags_exit_2_saying_tls_is_not_available() {
-    // Proves this build refuses `-k`, `-c` and `-a` clearly instead of serving ws:// silently.
-    for flag in ["-k", "-c", "-a"] {
-        let out = run(&[flag, "x.pem"]);
-        assert_eq!(out.status.code(), Some(2), "{flag}: {}", out.stderr);
-        assert!(out.stderr.contains("TLS"), "{flag}: {}", out.stderr);
-        assert!(
-            out.stderr.contains("not available yet"),
-            "{flag}: {}",
-            out.stderr
-        );
-    }
-}
-
-#[test]
 fn port_in_use_fails_with_a_clear_message() {
     // Proves a port that cannot be bound stops the server with a non-zero status and a
     // message naming the address and the cause.

@@ -24,48 +24,6 @@ const SHORT_BEAT: Duration = Duration::from_millis(150);
 /// `heartbeat: true`, as the server must send it (§2).
 const HEARTBEAT: [u8; 2] = [0x08, 0x01];
 
-/// A `TestServer` whose drop cannot abort the whole test binary: the common drop panics when
-/// the server thread panicked, which during a failing test's unwinding is an abort that hides
-/// every other result. A crashed server still fails the test that owns it.
-struct Guarded(TestServer);
-
-impl Guarded {
-    fn start() -> Self {
-        Self(TestServer::start())
-    }
-
-    fn with(tune: impl FnOnce(&mut sigver::Config)) -> Self {
-        Self(TestServer::with(tune))
-    }
-}
-
-impl std::ops::Deref for Guarded {
-    type Target = TestServer;
-    fn deref(&self) -> &TestServer {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Guarded {
-    fn deref_mut(&mut self) -> &mut TestServer {
-        &mut self.0
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        // `stop` takes the thread first, so the inner drop has nothing left to do.
-        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.stop()));
-        if std::thread::panicking() {
-            return;
-        }
-        match stopped {
-            Ok(result) => result.expect("server run failed"),
-            Err(_) => panic!("the server thread panicked (see its message above)"),
-        }
-    }
-}
-
 /// A peer on `path` that must be closed right after the upgrade; returns its close.
 fn closed_on(server: &TestServer, path: &str) -> Closed {
     server.peer(path).expect_close()
@@ -81,7 +39,7 @@ fn closed_after(server: &TestServer, frame: WsMessage) -> Closed {
 /// A silent peer on a server ticking every `SHORT_BEAT`: the raw frames it got before the
 /// close, the close, and the time from before the connection to the close.
 fn silent_peer() -> (Vec<Vec<u8>>, Closed, Duration) {
-    let server = Guarded::with(|c| c.heartbeat_interval = SHORT_BEAT);
+    let server = TestServer::with(|c| c.heartbeat_interval = SHORT_BEAT);
     let start = Instant::now();
     let mut p = server.peer("/silent");
     let mut frames = Vec::new();
@@ -224,14 +182,14 @@ fn assert_meet(server: &TestServer, path_a: &str, path_b: &str) {
 #[test]
 fn empty_key_closes_with_4741() {
     // Proves §1: the path `/` is an empty key, refused after the upgrade with 4741.
-    let server = Guarded::start();
+    let server = TestServer::start();
     assert_eq!(closed_on(&server, "/").code, 4741);
 }
 
 #[test]
 fn key_of_512_bytes_is_accepted() {
     // Proves §1: 512 bytes is the longest key, and it works.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let path = format!("/{}", "k".repeat(512));
     let mut p = server.peer(&path);
     assert!(p.join(1, &[]));
@@ -240,7 +198,7 @@ fn key_of_512_bytes_is_accepted() {
 #[test]
 fn key_of_513_bytes_closes_with_4741() {
     // Proves §1: a key longer than 512 bytes is refused after the upgrade with 4741.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let path = format!("/{}", "k".repeat(513));
     assert_eq!(closed_on(&server, &path).code, 4741);
 }
@@ -249,7 +207,7 @@ fn key_of_513_bytes_closes_with_4741() {
 fn percent_encoded_key_is_taken_as_sent() {
     // Proves §1: no percent-decoding; keys are compared byte for byte, so a different-case
     // encoding of the same characters is another group.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut a = server.peer("/%D0%9F%D0%BE");
     assert!(a.join(1, &[]));
     let mut b = server.peer("/%D0%9F%D0%BE");
@@ -268,7 +226,7 @@ fn percent_encoded_key_is_taken_as_sent() {
 #[test]
 fn key_may_contain_a_slash() {
     // Proves §1: the whole path after the first `/` is the key, `/` included.
-    let server = Guarded::start();
+    let server = TestServer::start();
     assert_meet(&server, "/a/b", "/a/b");
     let mut other = server.peer("/a");
     assert!(other.join(3, &[]), "`/a` is not the key `a/b`");
@@ -277,14 +235,14 @@ fn key_may_contain_a_slash() {
 #[test]
 fn query_string_is_not_part_of_the_key() {
     // Proves §1: the query string is cut off the key, so `/k?x=1` and `/k` meet.
-    let server = Guarded::start();
+    let server = TestServer::start();
     assert_meet(&server, "/k?x=1", "/k");
 }
 
 /// A non-favored first member, a favored second one (with `query`), and a joiner that must be
 /// bound to the favored one.
 fn favored_second_member_is_chosen(query: &str) {
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut first = server.peer("/fav");
     assert!(first.join(1, &[]));
     let mut second = server.peer(&format!("/fav{query}"));
@@ -312,7 +270,7 @@ fn favored_with_a_value_among_other_parameters() {
 #[test]
 fn text_frame_closes_with_4743() {
     // Proves §7: every message must be a binary frame; a text frame closes with 4743.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let closed = closed_after(&server, WsMessage::Text("{\"connect\":{}}".into()));
     assert_eq!(closed.code, 4743);
 }
@@ -320,7 +278,7 @@ fn text_frame_closes_with_4743() {
 #[test]
 fn garbage_bytes_close_with_4743() {
     // Proves §7: bytes that are not a protobuf `Message` close with 4743.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let closed = closed_after(&server, WsMessage::Binary(vec![0xff, 0xff, 0xff].into()));
     assert_eq!(closed.code, 4743);
 }
@@ -328,7 +286,7 @@ fn garbage_bytes_close_with_4743() {
 #[test]
 fn empty_binary_frame_closes_with_4743() {
     // Proves §7: an empty frame is a `Message` with no oneof field set: 4743.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let closed = closed_after(&server, WsMessage::Binary(Vec::new().into()));
     assert_eq!(closed.code, 4743);
 }
@@ -336,7 +294,7 @@ fn empty_binary_frame_closes_with_4743() {
 #[test]
 fn bad_url_closes_with_4745() {
     // Proves §7: a request target that is not a URL path is upgraded, then closed with 4745.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let (head, closed) = bad_url_close(&server);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert_eq!(closed.code, 4745);
@@ -345,7 +303,7 @@ fn bad_url_closes_with_4745() {
 #[test]
 fn a_bad_peer_does_not_affect_others() {
     // Proves §7: one peer closed for garbage leaves another pair on the server relaying.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut a = server.peer("/pair");
     assert!(a.join(1, &[]));
     let mut b = server.peer("/pair");
@@ -383,7 +341,7 @@ fn silent_client_gets_two_heartbeats_then_4742() {
 fn client_answering_heartbeats_stays_connected() {
     // Proves §4: a heartbeat from the client resets the count, so a client answering every
     // tick stays well past 3 intervals.
-    let server = Guarded::with(|c| c.heartbeat_interval = SHORT_BEAT);
+    let server = TestServer::with(|c| c.heartbeat_interval = SHORT_BEAT);
     let mut p = server.peer("/answers");
     let until = Instant::now() + SHORT_BEAT * 8;
     let mut ticks = 0;
@@ -402,7 +360,7 @@ fn client_answering_heartbeats_stays_connected() {
 
 /// A client that sends `heartbeat: value` every 2/3 interval without reading stays served.
 fn own_heartbeats_keep_alive(value: bool) {
-    let server = Guarded::with(|c| c.heartbeat_interval = SHORT_BEAT);
+    let server = TestServer::with(|c| c.heartbeat_interval = SHORT_BEAT);
     let mut p = server.peer("/own-beats");
     let until = Instant::now() + SHORT_BEAT * 8;
     while Instant::now() < until {
@@ -427,7 +385,7 @@ fn heartbeat_false_also_counts() {
 #[test]
 fn server_never_answers_a_client_heartbeat() {
     // Proves §4: the server sends no reply to a client's heartbeat (no ping-pong).
-    let server = Guarded::start(); // 60 s ticks: none during the test
+    let server = TestServer::start(); // 60 s ticks: none during the test
     let mut p = server.peer("/no-echo");
     for _ in 0..5 {
         p.send(Type::Heartbeat(true));
@@ -443,7 +401,7 @@ fn server_never_answers_a_client_heartbeat() {
 #[test]
 fn close_reasons_are_short_and_not_empty() {
     // Proves §7: every close the server initiates carries a human reason of 1 to 123 bytes.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut closes = vec![
         closed_on(&server, "/"),
         closed_on(&server, &format!("/{}", "k".repeat(513))),
@@ -455,7 +413,7 @@ fn close_reasons_are_short_and_not_empty() {
         bad_url_close(&server).1,
         silent_peer().1,
     ];
-    let mut stopping = Guarded::start();
+    let mut stopping = TestServer::start();
     let mut last = stopping.peer("/last");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || tx.send(stopping.stop().is_ok()));
@@ -480,7 +438,7 @@ fn close_reasons_are_short_and_not_empty() {
 #[test]
 fn plain_get_gets_426_and_is_closed() {
     // Proves §1: a request that is not an upgrade gets `426` and the server closes it.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -499,7 +457,7 @@ fn plain_get_gets_426_and_is_closed() {
 #[test]
 fn first_offered_subprotocol_is_echoed() {
     // Proves §1: the first subprotocol offered comes back in `Sec-WebSocket-Protocol`.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut request = format!("ws://{}/proto", server.addr)
         .into_client_request()
         .unwrap();
@@ -523,7 +481,7 @@ fn first_offered_subprotocol_is_echoed() {
 #[test]
 fn no_extension_is_negotiated() {
     // Proves §1: permessage-deflate offered by the client is not accepted, nor any extension.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut request = format!("ws://{}/plain", server.addr)
         .into_client_request()
         .unwrap();
@@ -550,7 +508,7 @@ fn no_extension_is_negotiated() {
 #[test]
 fn ping_gets_a_pong() {
     // Proves RFC 6455 §5.5.2 on our transport: a client's ping is answered with its payload.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut p = server.peer("/ping");
     p.ws.send(WsMessage::Ping(b"are you there"[..].into()))
         .unwrap();
@@ -570,7 +528,7 @@ fn ping_gets_a_pong() {
 #[test]
 fn message_over_2_mib_closes_with_1009() {
     // Proves §7 (ours): a message larger than max_message_size (2 MiB) closes with 1009.
-    let server = Guarded::start();
+    let server = TestServer::start();
     assert_eq!(oversized_close(&server).code, 1009);
     // §7: a bad message from one peer never affects any other peer.
     std::thread::sleep(Duration::from_millis(100));
@@ -581,7 +539,7 @@ fn message_over_2_mib_closes_with_1009() {
 #[test]
 fn message_of_1_mib_relays_both_ways() {
     // Proves §7 (ours): the size limit leaves room for large signaling messages (1 MiB).
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut a = server.peer("/large");
     assert!(a.join(1, &[]));
     let mut b = server.peer("/large");
@@ -606,7 +564,7 @@ fn message_of_1_mib_relays_both_ways() {
 fn shutdown_sends_1001_and_stop_returns_ok() {
     // Proves the shutdown path: open peers get close 1001, `stop` returns Ok, and the port
     // stops accepting.
-    let mut server = Guarded::start();
+    let mut server = TestServer::start();
     let addr = server.addr;
     let mut a = server.peer("/bye");
     assert!(a.join(1, &[]));
@@ -631,7 +589,7 @@ fn shutdown_sends_1001_and_stop_returns_ok() {
 fn client_close_is_answered_and_partner_told() {
     // Proves §6 through a client-initiated close: the server answers the close frame, ends
     // the connection, and the member gets the joiner's final empty content.
-    let server = Guarded::start();
+    let server = TestServer::start();
     let mut a = server.peer("/leave");
     assert!(a.join(1, &[]));
     let mut b = server.peer("/leave");
