@@ -383,8 +383,10 @@ impl Hub {
                 m.joiners.retain(|&j| j != joiner);
             }
         }
-        self.ids.release(old_id);
+        // Drawn before the old one is released, so S is always new (§3 "drawn afresh"): the
+        // previous member, if chosen again, can never reach P with the old S.
         let fresh = self.ids.draw(joiner);
+        self.ids.release(old_id);
         let members_now = self
             .peer(member)
             .and_then(|m| self.groups.get(&m.key))
@@ -396,11 +398,12 @@ impl Hub {
             return;
         };
         p.signaling_id = fresh;
-        // Tried members that have left stay in the list until the cycle restarts; prune them
-        // when the list outgrows the group so it stays bounded whatever the churn.
+        // Tried members that have closed stay in the list until the cycle restarts; prune them
+        // when the list outgrows the group so it stays bounded whatever the churn. Demoted ones
+        // stay: they are still tried (§3) if they become members again.
         let mut tried = std::mem::take(&mut p.tried);
         if tried.len() > members_now {
-            tried.retain(|&t| self.peer(t).is_some_and(|t| t.member_id.is_some()));
+            tried.retain(|&t| self.peer(t).is_some());
         }
         tried.push(member);
         if let Some(p) = self.peer_mut(joiner) {
