@@ -72,6 +72,19 @@ Options:
       --heartbeat-interval <ms>  time between heartbeats (default: 5000)
       --help                     print this help
 
+Limits (sizes in bytes, or with a K, M or G suffix for KiB, MiB, GiB):
+      --max-message-size <bytes>     largest message; more closes with 1009 (default: 2M)
+      --max-send-queue <bytes>       unread bytes queued for one peer; more closes with 1008
+                                     (default: 4M)
+      --memory-budget <bytes>        queued bytes for all peers; past it the largest queues
+                                     are closed with 1008 (default: 256M)
+      --rate-limit <n>               messages per second per peer, 0 for none (default: 1000)
+      --handshake-timeout <ms>       time to complete the upgrade (default: 10000)
+      --max-connections <n>          open connections; more get 503 (default: what the
+                                     open-file limit allows, raised to its hard limit)
+      --max-connections-per-ip <n>   open connections per IP address; more get 429,
+                                     0 for none (default: 512)
+
 The log level is set with RUST_LOG (default: info), e.g. RUST_LOG=debug.
 SIGHUP reloads the TLS files; SIGTERM or SIGINT stops gracefully (a second one at once).
 
@@ -101,15 +114,51 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
             .map_err(|_| format!("'{s}' is not a port number (0 to 65535)"))
     })?
     .unwrap_or(DEFAULT_PORT);
-    let heartbeat: Option<u64> = value(
+    let mut config = Config {
+        handle_signals: true,
+        ..Config::default()
+    };
+    if let Some(ms) = value(
         &mut args,
         "--heartbeat-interval",
         "--heartbeat-interval",
-        |s| match s.parse::<u64>() {
-            Ok(ms) if ms > 0 => Ok(ms),
-            _ => Err(format!("'{s}' is not a positive number of milliseconds")),
-        },
-    )?;
+        millis,
+    )? {
+        config.heartbeat_interval = ms;
+    }
+    if let Some(ms) = value(
+        &mut args,
+        "--handshake-timeout",
+        "--handshake-timeout",
+        millis,
+    )? {
+        config.handshake_timeout = ms;
+    }
+    if let Some(n) = value(&mut args, "--max-message-size", "--max-message-size", size)? {
+        config.max_message_size = n;
+    }
+    if let Some(n) = value(&mut args, "--max-send-queue", "--max-send-queue", size)? {
+        config.max_send_queue = n;
+    }
+    if let Some(n) = value(&mut args, "--memory-budget", "--memory-budget", size)? {
+        config.memory_budget = n;
+    }
+    if let Some(n) = value(&mut args, "--rate-limit", "--rate-limit", count)? {
+        config.rate_limit = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    if let Some(n) = value(&mut args, "--max-connections", "--max-connections", count)? {
+        if n == 0 {
+            return Err(CliError::BadValue {
+                flag: "--max-connections",
+                problem: "must be at least 1".into(),
+            });
+        }
+        config.max_connections = Some(n);
+    }
+    let per_ip = "--max-connections-per-ip";
+    if let Some(n) = value(&mut args, per_ip, per_ip, count)? {
+        config.max_connections_per_ip = n;
+    }
     let path = |s: String| Ok(PathBuf::from(s));
     let key = value(&mut args, ["-k", "--key"], "--key", path)?;
     let cert = value(&mut args, ["-c", "--cert"], "--cert", path)?;
@@ -122,16 +171,40 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
         (None, None, None) => None,
         _ => return Err(CliError::TlsIncomplete),
     };
-    let mut config = Config {
-        addr: resolve(host.as_deref(), port)?,
-        tls,
-        handle_signals: true,
-        ..Config::default()
-    };
-    if let Some(ms) = heartbeat {
-        config.heartbeat_interval = Duration::from_millis(ms);
-    }
+    config.addr = resolve(host.as_deref(), port)?;
+    config.tls = tls;
     Ok(Command::Run(config))
+}
+
+fn millis(s: String) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("'{s}' is not a positive number of milliseconds")),
+    }
+}
+
+fn count(s: String) -> Result<usize, String> {
+    s.parse::<usize>()
+        .map_err(|_| format!("'{s}' is not a whole number"))
+}
+
+/// A byte size: digits, optionally followed by K, M or G (powers of 1024), with an optional
+/// `iB` or `B` after the letter. At least 1.
+fn size(s: String) -> Result<usize, String> {
+    let bad = || format!("'{s}' is not a size in bytes (e.g. 2097152, 512K, 2M, 1G)");
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let number: usize = s[..digits_end].parse().map_err(|_| bad())?;
+    let shift = match s[digits_end..].to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(bad()),
+    };
+    match number.checked_mul(1 << shift) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(bad()),
+    }
 }
 
 fn value<T>(
@@ -208,6 +281,33 @@ mod tests {
     }
 
     #[test]
+    fn limits_have_flags() {
+        let c = run(&[
+            "--max-message-size=1M",
+            "--max-send-queue",
+            "512KiB",
+            "--memory-budget=1g",
+            "--rate-limit=0",
+            "--handshake-timeout=2500",
+            "--max-connections=100",
+            "--max-connections-per-ip=0",
+        ])
+        .unwrap();
+        assert_eq!(c.max_message_size, 1 << 20);
+        assert_eq!(c.max_send_queue, 512 << 10);
+        assert_eq!(c.memory_budget, 1 << 30);
+        assert_eq!(c.rate_limit, 0);
+        assert_eq!(c.handshake_timeout, Duration::from_millis(2500));
+        assert_eq!(c.max_connections, Some(100));
+        assert_eq!(c.max_connections_per_ip, 0);
+        let d = run(&[]).unwrap();
+        assert_eq!(d.max_message_size, 2 << 20);
+        assert_eq!(d.max_connections, None);
+        assert_eq!(d.max_connections_per_ip, 512);
+        assert!(d.handle_signals);
+    }
+
+    #[test]
     fn help_and_version() {
         assert!(printed(&["--help"]).contains("Examples:"));
         assert!(printed(&["--help"]).contains("-h, --host"));
@@ -224,6 +324,19 @@ mod tests {
             (&["-h"], "--host"),
             (&["--heartbeat-interval", "0"], "--heartbeat-interval"),
             (&["--heartbeat-interval", "-5"], "--heartbeat-interval"),
+            (&["--max-message-size", "2X"], "--max-message-size"),
+            (&["--max-message-size", "0"], "--max-message-size"),
+            (
+                &["--memory-budget", "99999999999999999999G"],
+                "--memory-budget",
+            ),
+            (&["--rate-limit", "-1"], "--rate-limit"),
+            (&["--max-connections", "0"], "--max-connections"),
+            (
+                &["--max-connections-per-ip", "x"],
+                "--max-connections-per-ip",
+            ),
+            (&["--handshake-timeout", "0"], "--handshake-timeout"),
             (&["--bogus"], "--bogus"),
             (&["extra"], "extra"),
         ];

@@ -32,6 +32,11 @@ pub enum CloseReason {
     MessageTooBig,
     /// The client does not read what is sent to it and its send queue is full (1008).
     SendQueueFull,
+    /// The client sends more messages per second than allowed (1008).
+    RateLimited,
+    /// The server's memory budget for queued bytes is spent and this client holds the most
+    /// (1008).
+    MemoryBudget,
 }
 
 impl CloseReason {
@@ -45,7 +50,7 @@ impl CloseReason {
             Self::BadUrl => 4745,
             Self::Shutdown => 1001,
             Self::ProtocolError => 1002,
-            Self::SendQueueFull => 1008,
+            Self::SendQueueFull | Self::RateLimited | Self::MemoryBudget => 1008,
             Self::MessageTooBig => 1009,
         }
     }
@@ -65,6 +70,8 @@ impl CloseReason {
             Self::ProtocolError => "WebSocket protocol error",
             Self::MessageTooBig => "Message too big",
             Self::SendQueueFull => "Send queue full",
+            Self::RateLimited => "Rate limit exceeded",
+            Self::MemoryBudget => "Server memory budget exceeded",
         }
     }
 }
@@ -79,7 +86,7 @@ impl fmt::Display for CloseReason {
 mod tests {
     use super::*;
 
-    const ALL: [CloseReason; 12] = [
+    const ALL: [CloseReason; 14] = [
         CloseReason::KeyEmpty,
         CloseReason::KeyTooLong,
         CloseReason::Heartbeat,
@@ -92,6 +99,8 @@ mod tests {
         CloseReason::ProtocolError,
         CloseReason::MessageTooBig,
         CloseReason::SendQueueFull,
+        CloseReason::RateLimited,
+        CloseReason::MemoryBudget,
     ];
 
     #[test]

@@ -16,16 +16,28 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Time between two heartbeat ticks (PROTOCOL.md §4).
     pub heartbeat_interval: Duration,
-    /// Time a connection has to complete its upgrade before it is dropped.
+    /// Time a connection has to complete its upgrade (TLS handshake included) before it is
+    /// dropped.
     pub handshake_timeout: Duration,
     /// Time a close handshake may take before the connection is dropped.
     pub close_timeout: Duration,
-    /// Largest incoming message or frame, in bytes.
+    /// Largest incoming message or frame, in bytes; larger closes with 1009.
     pub max_message_size: usize,
-    /// Most bytes queued for one connection that it has not read yet.
+    /// Most bytes queued for one connection that it has not read yet; more closes it with
+    /// 1008.
     pub max_send_queue: usize,
-    /// Most connections open at once, including those still upgrading.
-    pub max_connections: usize,
+    /// Most bytes queued for all connections together; past it, the connections holding the
+    /// most are closed with 1008 until the total is under it.
+    pub memory_budget: usize,
+    /// Messages per second one connection may send (a token bucket with a burst of the same
+    /// size); more closes it with 1008. 0 turns the limit off.
+    pub rate_limit: u32,
+    /// Most connections open at once, including those still upgrading; over it, upgrades get
+    /// 503. `None`: raise the soft open-file limit to the hard one and use what it allows.
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one IP address; over it, upgrades get 429. 0 turns
+    /// the limit off.
+    pub max_connections_per_ip: usize,
     /// Time the server waits, on shutdown, for peers to acknowledge its close frames.
     pub shutdown_grace: Duration,
     /// Serve `wss://` with these files; plain `ws://` when `None`.
@@ -44,7 +56,10 @@ impl Default for Config {
             close_timeout: Duration::from_millis(3000),
             max_message_size: 2 << 20,
             max_send_queue: 4 << 20,
-            max_connections: 10_000,
+            memory_budget: 256 << 20,
+            rate_limit: 1000,
+            max_connections: None,
+            max_connections_per_ip: 512,
             shutdown_grace: Duration::from_millis(3000),
             tls: None,
             handle_signals: false,

@@ -14,6 +14,7 @@ use tungstenite::WebSocket;
 
 use crate::handshake::{self, BadUrl, Parse, Request, Target};
 use crate::hub::ConnId;
+use crate::limits::TokenBucket;
 use crate::transport::Transport;
 
 /// Bytes read from the socket at a time while upgrading.
@@ -24,12 +25,49 @@ const REQUEST_CHUNK: usize = 2048;
 pub struct Conn {
     /// Its identity for the hub and the timers.
     pub id: ConnId,
-    /// The client's address, for logs.
+    /// The client's address, for logs and the per-address count.
     pub peer: SocketAddr,
     /// Where it stands.
     pub phase: Phase,
     /// Queued in the flush list of this loop turn.
     pub dirty: bool,
+    /// Admitted over a connection limit: its request is answered with this refusal.
+    pub refusal: Option<Refusal>,
+    /// Bytes of frames handed to the WebSocket for sending; minus what the transport took,
+    /// that is what waits in the send queue.
+    pub handed: u64,
+    /// Queued bytes as last counted into the server's total.
+    pub accounted: usize,
+    /// Messages this connection may still send (rate limit).
+    pub bucket: TokenBucket,
+}
+
+/// Why a connection over a limit is refused (it still gets an HTTP answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server holds its maximum number of connections: 503.
+    Full,
+    /// This address holds its maximum number of connections: 429.
+    PerAddress,
+}
+
+impl Refusal {
+    fn response(self) -> Vec<u8> {
+        match self {
+            Self::Full => handshake::error_response(
+                503,
+                "Service Unavailable",
+                "Retry-After: 5\r\n",
+                "Too many connections; try again later.\n",
+            ),
+            Self::PerAddress => handshake::error_response(
+                429,
+                "Too Many Requests",
+                "Retry-After: 5\r\n",
+                "Too many connections from your address.\n",
+            ),
+        }
+    }
 }
 
 /// The phases of a connection. See the module documentation.
@@ -133,7 +171,11 @@ impl Conn {
                 Err(_) => return RequestStep::Gone,
             }
         }
-        match handshake::parse(buf) {
+        let parsed = handshake::parse(buf);
+        if let (Some(refusal), Parse::Done { .. }) = (self.refusal, &parsed) {
+            return RequestStep::Respond(refusal.response(), Then::Close);
+        }
+        match parsed {
             Parse::Partial => RequestStep::Pending,
             Parse::TooLarge => RequestStep::Respond(
                 handshake::error_response(431, "Request Header Fields Too Large", "", ""),
@@ -236,6 +278,15 @@ impl Conn {
                 Err(_) => return true,
             }
         }
+    }
+
+    /// Bytes handed for sending that the transport has not taken yet.
+    pub fn queued(&self) -> usize {
+        let written = match &self.phase {
+            Phase::Open(ws) | Phase::Closing(ws) | Phase::Failing(ws) => ws.get_ref().written(),
+            _ => return 0,
+        };
+        usize::try_from(self.handed.saturating_sub(written)).unwrap_or(usize::MAX)
     }
 
     /// The WebSocket of an `Open` or `Closing` connection.

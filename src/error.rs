@@ -18,6 +18,8 @@ pub enum Error {
     Tls(TlsError),
     /// Signal handlers could not be installed.
     Signals(io::Error),
+    /// The open-file limit could not be read.
+    Limits(io::Error),
 }
 
 impl fmt::Display for Error {
@@ -27,6 +29,7 @@ impl fmt::Display for Error {
             Self::Poll(e) => write!(f, "event loop failed: {e}"),
             Self::Tls(e) => write!(f, "TLS: {e}"),
             Self::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            Self::Limits(e) => write!(f, "cannot read the open-file limit: {e}"),
         }
     }
 }
@@ -34,7 +37,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Bind(_, e) | Self::Poll(e) | Self::Signals(e) => Some(e),
+            Self::Bind(_, e) | Self::Poll(e) | Self::Signals(e) | Self::Limits(e) => Some(e),
             Self::Tls(e) => Some(e),
         }
     }

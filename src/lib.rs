@@ -19,7 +19,8 @@
 //!   the non-blocking rustls stream.
 //! - [`handshake`]: the HTTP upgrade request and responses, as pure functions.
 //! - [`hub`]: groups, bindings, relaying and heartbeat misses: the protocol, without sockets.
-//! - [`timer`]: the hashed timer wheel for heartbeats and deadlines.
+//! - [`timer`]: the hashed timer wheel for heartbeats and deadlines; [`limits`]: the token
+//!   bucket, frame sizes and the open-file limit.
 //! - [`proto`]: the protobuf messages.
 //! - [`close`]: close codes and reasons; [`config`]: settings; [`cli`]: the command line;
 //!   [`error`]: errors that stop the server.
@@ -33,6 +34,7 @@ pub mod conn;
 pub mod error;
 pub mod handshake;
 pub mod hub;
+pub mod limits;
 pub mod proto;
 pub mod server;
 pub mod timer;
@@ -42,4 +44,4 @@ pub mod transport;
 pub use close::CloseReason;
 pub use config::Config;
 pub use error::Error;
-pub use server::{Handle, Server};
+pub use server::{Handle, Server, Stats};

@@ -16,8 +16,25 @@ pub struct Binary {
 
 impl Binary {
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sigver"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigver"));
+        cmd.args(args);
+        Self::spawn(cmd)
+    }
+
+    /// Runs `script` with `sh -c`, where `$0` is the binary (to set a ulimit first, say).
+    pub fn start_shell(script: &str) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script, env!("CARGO_BIN_EXE_sigver")]);
+        Self::spawn(cmd)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

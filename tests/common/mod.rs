@@ -52,6 +52,17 @@ impl TestServer {
         }
     }
 
+    /// What the server holds now (as of its last loop turn).
+    pub fn stats(&self) -> sigver::Stats {
+        self.handle.stats()
+    }
+
+    /// Waits until the server holds nothing: no connection, peer, group or queued byte.
+    pub fn assert_empty(&self) {
+        let empty = eventually(|| self.stats() == sigver::Stats::default());
+        assert!(empty, "the server still holds {:?}", self.stats());
+    }
+
     /// Opens a peer on `path` (for example `/key?favored`).
     pub fn peer(&self, path: &str) -> Peer {
         Peer::connect(self.addr, path)

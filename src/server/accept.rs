@@ -1,0 +1,131 @@
+//! Admitting connections: accept until the listener is drained (or the per-turn cap), under
+//! the connection limits. A connection over a limit is still admitted, a few at a time, so
+//! that its request gets a clear HTTP answer (503, or 429 for one address) rather than a reset.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, error, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use rustls::ServerConnection;
+
+use super::driver::{Driver, TimerKind};
+use crate::conn::{Conn, Phase, Refusal};
+use crate::hub::ConnId;
+use crate::limits::TokenBucket;
+use crate::tls::TlsStream;
+use crate::transport::Transport;
+
+/// Most connections accepted in one loop turn, so a connection storm cannot starve the rest.
+const MAX_ACCEPTS_PER_TURN: usize = 256;
+/// Pause before accepting again after an accept error such as EMFILE, so it cannot spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// Most connections being refused at once; past it, excess connections are closed unanswered.
+pub(super) const MAX_REFUSING: usize = 32;
+
+impl Driver {
+    pub(super) fn accept(&mut self) {
+        for _ in 0..MAX_ACCEPTS_PER_TURN {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let (stream, addr) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and the like: the listener is still ready; retry a little later
+                    // (or as soon as a connection is reaped) rather than spin or stall.
+                    error!("cannot accept a connection: {e}");
+                    self.accept_retry_at = Some(self.now + ACCEPT_RETRY.as_millis() as u64);
+                    return;
+                }
+            };
+            self.accept_retry_at = None;
+            let refusal = self.admission(addr.ip());
+            if refusal.is_some() {
+                if self.refusing >= MAX_REFUSING {
+                    debug!("connection from {addr} dropped: too many being refused");
+                    continue;
+                }
+                warn!("connection from {addr} refused: {refusal:?} limit reached");
+            }
+            self.admit(stream, addr, refusal);
+        }
+    }
+
+    /// Whether a new connection from `ip` is over a limit.
+    fn admission(&self, ip: std::net::IpAddr) -> Option<Refusal> {
+        let open = self.conns.len() - self.refusing;
+        let per_ip = self.config.max_connections_per_ip;
+        if open >= self.max_connections {
+            Some(Refusal::Full)
+        } else if per_ip > 0 && self.per_address.get(&ip).is_some_and(|&n| n >= per_ip) {
+            Some(Refusal::PerAddress)
+        } else {
+            None
+        }
+    }
+
+    fn admit(
+        &mut self,
+        mut stream: TcpStream,
+        addr: std::net::SocketAddr,
+        refusal: Option<Refusal>,
+    ) {
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("connection from {addr}: cannot set TCP_NODELAY: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            error!("cannot register a connection from {addr}: {e}");
+            return;
+        }
+        let transport = match &self.tls {
+            None => Transport::plain(stream),
+            Some(config) => match ServerConnection::new(Arc::clone(config)) {
+                Ok(conn) => Transport::tls(TlsStream { conn, sock: stream }),
+                Err(e) => {
+                    error!("cannot start TLS for {addr}: {e}");
+                    let _ = self.poll.registry().deregister(&mut stream);
+                    return;
+                }
+            },
+        };
+        let id = ConnId {
+            slot: slot as u32,
+            generation: self.next_generation,
+        };
+        self.next_generation = self.next_generation.wrapping_add(1);
+        debug!("conn {}.{} accepted from {addr}", id.slot, id.generation);
+        entry.insert(Conn {
+            id,
+            peer: addr,
+            phase: Phase::Request {
+                stream: transport,
+                buf: Vec::new(),
+            },
+            dirty: false,
+            refusal,
+            handed: 0,
+            accounted: 0,
+            bucket: TokenBucket::full(self.config.rate_limit, self.now),
+        });
+        if refusal.is_some() {
+            self.refusing += 1;
+        } else {
+            *self.per_address.entry(addr.ip()).or_insert(0) += 1;
+        }
+        self.start_timer(id, TimerKind::Handshake, self.config.handshake_timeout);
+    }
+}

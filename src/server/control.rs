@@ -1,0 +1,90 @@
+//! Requests from outside the loop: the waker (a [`super::Handle`]), signals, certificate
+//! reloads and the graceful shutdown.
+
+use std::sync::atomic::Ordering;
+
+use log::{error, info};
+use signal_hook::consts::SIGHUP;
+
+use super::driver::Driver;
+use crate::close::CloseReason;
+use crate::conn::Phase;
+use crate::hub::ConnId;
+use crate::tls;
+
+impl Driver {
+    pub(super) fn on_wake(&mut self) {
+        if self.shared.reload.swap(false, Ordering::SeqCst) {
+            self.reload_tls();
+        }
+        if self.shared.stop.load(Ordering::SeqCst) {
+            self.begin_shutdown();
+        }
+    }
+
+    /// Handles pending signals; true when the loop must stop at once.
+    pub(super) fn on_signals(&mut self) -> bool {
+        let Some(signals) = self.signals.as_mut() else {
+            return false;
+        };
+        let pending: Vec<i32> = signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGHUP => self.reload_tls(),
+                _ if self.stopping_until.is_some() => return true,
+                _ => self.begin_shutdown(),
+            }
+        }
+        false
+    }
+
+    /// Reads the TLS files again; on any error keeps serving with the old ones.
+    fn reload_tls(&mut self) {
+        let Some(files) = &self.config.tls else {
+            info!("reload requested: no TLS files to reload");
+            return;
+        };
+        match tls::load(files) {
+            Ok(config) => {
+                self.tls = Some(config);
+                info!("TLS certificate reloaded from {}", files.cert.display());
+            }
+            Err(e) => error!("TLS reload failed, keeping the previous certificate: {e}"),
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.stopping_until.is_some() {
+            return;
+        }
+        info!(
+            "Signaling server is stopping: closing {} connections",
+            self.conns.len()
+        );
+        if let Some(mut listener) = self.listener.take() {
+            // Ignored failure: the listener is dropped right after.
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.stopping_until = Some(self.now + self.config.shutdown_grace.as_millis() as u64);
+        let slots: Vec<(usize, ConnId, bool)> = self
+            .conns
+            .iter()
+            .map(|(slot, c)| (slot, c.id, matches!(c.phase, Phase::Open(_))))
+            .collect();
+        // Every peer is told 1001 first, then forgotten: partners are all going away, so the
+        // disconnect notes (sent only to open connections) would be noise.
+        for &(slot, id, open) in &slots {
+            if open {
+                self.start_close(id, CloseReason::Shutdown);
+            } else if !matches!(
+                self.conns.get(slot).map(|c| &c.phase),
+                Some(Phase::Closing(_) | Phase::Failing(_))
+            ) {
+                self.finish(slot);
+            }
+        }
+        for &(_, id, _) in &slots {
+            self.on_gone(id);
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! The loop: one mio `Poll`, the listener, the slab of connections, the timer wheel and the
+//! clock (read once per loop turn).
+//!
+//! A thin driver: it turns readiness into calls on [`Conn`] and [`Hub`] and applies the
+//! effects the hub returns. Sockets are registered once for read and write (edge-triggered)
+//! and every operation is drained to `WouldBlock`; each inner loop has a cap, and work left by
+//! a cap is picked up next turn without waiting. Closed connections are reaped once per turn.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::{debug, info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Poll, Token};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::Message;
+
+use super::{Server, Shared, LISTENER, SIGNALS, WAKER};
+use crate::close::CloseReason;
+use crate::config::Config;
+use crate::conn::{Conn, Phase};
+use crate::error::Error;
+use crate::hub::{ConnId, Effect, Hub};
+use crate::limits::frame_len;
+use crate::timer::TimerWheel;
+
+/// Bytes buffered before tungstenite writes on its own; below it, writes wait for the flush at
+/// the end of the loop turn, so many messages to one peer leave in one system call.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Read buffer of each connection.
+const READ_BUFFER: usize = 8 * 1024;
+/// Room kept in a full send queue for the close frame that reports it (RFC 6455 §5.5: a
+/// control frame is at most 127 bytes).
+const CLOSE_FRAME_ROOM: usize = 256;
+
+/// What a timer entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TimerKind {
+    Handshake,
+    Heartbeat,
+    Close,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timer {
+    pub(super) id: ConnId,
+    pub(super) kind: TimerKind,
+    pub(super) at: u64,
+}
+
+/// The loop's state. Separate from [`Server`] so that `run` consumes the server once.
+pub(super) struct Driver {
+    pub(super) poll: Poll,
+    pub(super) listener: Option<TcpListener>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(super) signals: Option<Signals>,
+    pub(super) config: Config,
+    pub(super) ws_config: WebSocketConfig,
+    pub(super) max_connections: usize,
+    pub(super) conns: Slab<Conn>,
+    /// Open connections per client address (refused ones excluded).
+    pub(super) per_address: HashMap<IpAddr, usize>,
+    /// Connections admitted only to be refused with an HTTP answer.
+    pub(super) refusing: usize,
+    pub(super) hub: Hub,
+    pub(super) timers: TimerWheel<Timer>,
+    effects: Vec<Effect>,
+    spare_effects: Vec<Effect>,
+    fired: Vec<Timer>,
+    dirty: Vec<usize>,
+    gone: Vec<usize>,
+    pub(super) again: Vec<usize>,
+    /// Sum of the connections' `accounted` queued bytes.
+    total_queued: usize,
+    pub(super) accept_ready: bool,
+    pub(super) accept_retry_at: Option<u64>,
+    pub(super) next_generation: u32,
+    start: Instant,
+    pub(super) now: u64,
+    pub(super) stopping_until: Option<u64>,
+}
+
+impl Driver {
+    pub(super) fn new(server: Server) -> Self {
+        let config = server.config;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            .max_write_buffer_size(
+                (config.max_send_queue + CLOSE_FRAME_ROOM).max(WRITE_BUFFER + CLOSE_FRAME_ROOM),
+            )
+            .max_message_size(Some(config.max_message_size))
+            .max_frame_size(Some(config.max_message_size));
+        Self {
+            poll: server.poll,
+            listener: Some(server.listener),
+            shared: server.shared,
+            tls: server.tls,
+            signals: server.signals,
+            ws_config,
+            max_connections: server.max_connections,
+            conns: Slab::new(),
+            per_address: HashMap::new(),
+            refusing: 0,
+            hub: Hub::new(random_seed()),
+            timers: TimerWheel::default(),
+            effects: Vec::new(),
+            spare_effects: Vec::new(),
+            fired: Vec::new(),
+            dirty: Vec::new(),
+            gone: Vec::new(),
+            again: Vec::new(),
+            total_queued: 0,
+            accept_ready: true,
+            accept_retry_at: None,
+            next_generation: 0,
+            start: Instant::now(),
+            now: 0,
+            stopping_until: None,
+            config,
+        }
+    }
+
+    pub(super) fn run(&mut self) -> Result<(), Error> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(Error::Poll(e));
+                }
+            }
+            self.now = self.clock();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_ready = true,
+                    WAKER => self.on_wake(),
+                    SIGNALS => {
+                        if self.on_signals() {
+                            info!("Signaling server stopped at once on a second signal");
+                            return Ok(());
+                        }
+                    }
+                    Token(slot) => self.on_ready(slot, event.is_writable()),
+                }
+            }
+            for slot in std::mem::take(&mut self.again) {
+                self.on_ready(slot, false);
+            }
+            if self.accept_ready && self.accept_retry_at.is_none_or(|t| self.now >= t) {
+                self.accept();
+            }
+            self.expire_timers();
+            self.flush_and_reap();
+            self.publish();
+            if let Some(until) = self.stopping_until {
+                if self.conns.is_empty() || self.now >= until {
+                    info!(
+                        "Signaling server stopped ({} connections dropped)",
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn clock(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn poll_timeout(&mut self) -> Option<Duration> {
+        if !self.again.is_empty() || (self.accept_ready && self.accept_retry_at.is_none()) {
+            return Some(Duration::ZERO);
+        }
+        let now = self.clock();
+        let deadlines = [
+            self.timers.next_deadline(),
+            self.accept_retry_at.filter(|_| self.accept_ready),
+            self.stopping_until,
+        ];
+        deadlines
+            .into_iter()
+            .flatten()
+            .min()
+            // Rounded up: waking a millisecond early would only find nothing due.
+            .map(|d| Duration::from_millis(d.saturating_sub(now) + 1))
+    }
+
+    /// Publishes the counts for [`super::Handle::stats`].
+    fn publish(&self) {
+        let s = &self.shared;
+        s.connections.store(self.conns.len(), Ordering::Relaxed);
+        s.peers.store(self.hub.peer_count(), Ordering::Relaxed);
+        s.groups.store(self.hub.group_count(), Ordering::Relaxed);
+        s.queued_bytes.store(self.total_queued, Ordering::Relaxed);
+    }
+
+    /// Closes a connection for `reason`: the hub forgets it and tells its partners.
+    pub(super) fn close(&mut self, id: ConnId, reason: CloseReason) {
+        self.hub.close(id, reason, &mut self.effects);
+        self.apply_effects();
+    }
+
+    /// Lets the hub handle one binary message.
+    pub(super) fn on_message(&mut self, id: ConnId, frame: Bytes) {
+        self.hub.on_message(id, frame, &mut self.effects);
+        self.apply_effects();
+    }
+
+    /// A WebSocket opened on `key`; a bad URL (no key) closes it with 4745.
+    pub(super) fn on_open(&mut self, id: ConnId, target: Option<(&[u8], bool)>) {
+        match target {
+            Some((key, favored)) => self.hub.on_open(id, key, favored, &mut self.effects),
+            None => self.effects.push(Effect::Close(id, CloseReason::BadUrl)),
+        }
+        self.apply_effects();
+    }
+
+    /// The peer is gone: the hub forgets it and tells its partners.
+    pub(super) fn on_gone(&mut self, id: ConnId) {
+        self.hub.on_close(id, &mut self.effects);
+        self.apply_effects();
+    }
+
+    /// Applies the hub's effects, and those that applying them causes, in order.
+    fn apply_effects(&mut self) {
+        while !self.effects.is_empty() {
+            let next = std::mem::take(&mut self.spare_effects);
+            let mut batch = std::mem::replace(&mut self.effects, next);
+            for effect in batch.drain(..) {
+                match effect {
+                    Effect::Send(id, bytes) => self.send(id, bytes),
+                    Effect::Close(id, reason) => self.start_close(id, reason),
+                }
+            }
+            self.spare_effects = batch;
+        }
+    }
+
+    fn send(&mut self, id: ConnId, bytes: Bytes) {
+        let max_send_queue = self.config.max_send_queue;
+        let Some((slot, conn)) = self.lookup(id) else {
+            return;
+        };
+        if !matches!(conn.phase, Phase::Open(_)) {
+            return;
+        }
+        let frame = frame_len(bytes.len());
+        if conn.queued() + frame > max_send_queue {
+            warn!(
+                "conn {}.{} ({}) closed: send queue full ({} bytes queued)",
+                id.slot,
+                id.generation,
+                conn.peer,
+                conn.queued()
+            );
+            self.hub
+                .close(id, CloseReason::SendQueueFull, &mut self.effects);
+            return;
+        }
+        conn.handed += frame as u64;
+        let Phase::Open(ws) = &mut conn.phase else {
+            return;
+        };
+        match ws.write(Message::Binary(bytes)) {
+            Ok(()) => self.mark_dirty(slot),
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.mark_dirty(slot)
+            }
+            Err(e) => {
+                debug!("conn {}.{} write failed: {e}", id.slot, id.generation);
+                self.finish(slot);
+            }
+        }
+    }
+
+    /// Queues a close frame and moves the connection to `Closing`.
+    pub(super) fn start_close(&mut self, id: ConnId, reason: CloseReason) {
+        let Some((slot, conn)) = self.lookup(id) else {
+            return;
+        };
+        let Phase::Open(ws) = &mut conn.phase else {
+            return;
+        };
+        debug!("conn {}.{} closing: {reason}", id.slot, id.generation);
+        let frame = CloseFrame {
+            code: reason.close_code().into(),
+            reason: reason.reason().into(),
+        };
+        let result = ws.close(Some(frame));
+        conn.handed += frame_len(2 + reason.reason().len()) as u64;
+        match result {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return self.finish(slot),
+        }
+        conn.set_closing();
+        self.start_close_timer(id);
+    }
+
+    pub(super) fn start_close_timer(&mut self, id: ConnId) {
+        let at = self.now + self.config.close_timeout.as_millis() as u64;
+        self.timers.insert(
+            at,
+            Timer {
+                id,
+                kind: TimerKind::Close,
+                at,
+            },
+        );
+    }
+
+    pub(super) fn start_timer(&mut self, id: ConnId, kind: TimerKind, after: Duration) {
+        let at = self.now + after.as_millis() as u64;
+        self.timers.insert(at, Timer { id, kind, at });
+    }
+
+    fn expire_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.timers.expire(self.now, &mut fired);
+        for timer in fired.drain(..) {
+            let Some((slot, conn)) = self.lookup(timer.id) else {
+                continue;
+            };
+            let (id, kind) = (timer.id, timer.kind);
+            match (kind, &conn.phase) {
+                (
+                    TimerKind::Handshake,
+                    Phase::Request { .. } | Phase::Respond { .. } | Phase::Linger(_),
+                ) => {
+                    debug!(
+                        "conn {}.{} dropped: handshake timeout",
+                        id.slot, id.generation
+                    );
+                    self.finish(slot);
+                }
+                (TimerKind::Close, Phase::Closing(_) | Phase::Failing(_) | Phase::Linger(_)) => {
+                    debug!("conn {}.{} dropped: close timeout", id.slot, id.generation);
+                    self.finish(slot);
+                }
+                (TimerKind::Heartbeat, Phase::Open(_)) => {
+                    self.hub.on_heartbeat_due(id, &mut self.effects);
+                    self.apply_effects();
+                    let still_open = self
+                        .lookup(id)
+                        .is_some_and(|(_, c)| matches!(c.phase, Phase::Open(_)));
+                    if still_open {
+                        let at = timer.at + self.config.heartbeat_interval.as_millis() as u64;
+                        self.timers.insert(at, Timer { at, ..timer });
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.fired = fired;
+    }
+
+    /// Flushes every connection written to this turn, then reaps the finished ones (whose
+    /// disconnect notes may dirty others), until nothing is left to do; then holds the
+    /// memory budget.
+    fn flush_and_reap(&mut self) {
+        loop {
+            for slot in std::mem::take(&mut self.dirty) {
+                self.flush(slot);
+            }
+            if self.gone.is_empty() {
+                if self.total_queued <= self.config.memory_budget || !self.enforce_memory_budget() {
+                    return;
+                }
+                continue;
+            }
+            for slot in std::mem::take(&mut self.gone) {
+                if let Some(conn) = self.conns.try_remove(slot) {
+                    self.forget(&conn);
+                    self.on_gone(conn.id);
+                }
+            }
+            // A slot is free: an accept that stopped at a limit may go on.
+            self.accept_retry_at = None;
+        }
+    }
+
+    fn flush(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.dirty = false;
+        let failed = if matches!(conn.phase, Phase::Failing(_)) {
+            conn.flush_failing()
+                .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
+        } else if let Some(ws) = conn.ws() {
+            match ws.flush() {
+                Ok(()) => false,
+                Err(tungstenite::Error::Io(e)) => e.kind() != io::ErrorKind::WouldBlock,
+                Err(_) => true,
+            }
+        } else {
+            false
+        };
+        // Count what is still queued into the server's total.
+        let queued = conn.queued();
+        self.total_queued = self.total_queued - conn.accounted + queued;
+        conn.accounted = queued;
+        if failed {
+            self.finish(slot);
+        }
+    }
+
+    /// Past the memory budget, the connections holding the most queued bytes are closed with
+    /// 1008 and dropped at once (their queue is what must go) until the total is under it.
+    /// False when there was nothing to close.
+    fn enforce_memory_budget(&mut self) -> bool {
+        let mut heaviest: Vec<(usize, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.accounted > 0)
+            .map(|(slot, c)| (c.accounted, slot))
+            .collect();
+        heaviest.sort_unstable_by(|a, b| b.cmp(a));
+        let closed_any = !heaviest.is_empty();
+        let mut total = self.total_queued;
+        for (queued, slot) in heaviest {
+            if total <= self.config.memory_budget {
+                break;
+            }
+            let Some(conn) = self.conns.get(slot) else {
+                continue;
+            };
+            let id = conn.id;
+            warn!(
+                "conn {}.{} ({}) closed: memory budget of {} bytes spent, it held {queued}",
+                id.slot, id.generation, conn.peer, self.config.memory_budget
+            );
+            self.close(id, CloseReason::MemoryBudget);
+            self.finish(slot);
+            total -= queued;
+        }
+        closed_any
+    }
+
+    /// Releases what a reaped connection held in the server's counts.
+    fn forget(&mut self, conn: &Conn) {
+        debug!("conn {}.{} reaped", conn.id.slot, conn.id.generation);
+        self.total_queued -= conn.accounted;
+        if conn.refusal.is_some() {
+            self.refusing -= 1;
+        } else if let Some(n) = self.per_address.get_mut(&conn.peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&conn.peer.ip());
+            }
+        }
+    }
+
+    /// The connection is over: drop its socket now, reap it at the end of the turn.
+    pub(super) fn finish(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if conn.shut(self.poll.registry()) {
+                self.gone.push(slot);
+            }
+        }
+    }
+
+    pub(super) fn mark_dirty(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    pub(super) fn lookup(&mut self, id: ConnId) -> Option<(usize, &mut Conn)> {
+        let slot = id.slot as usize;
+        self.conns
+            .get_mut(slot)
+            .filter(|c| c.id == id)
+            .map(|c| (slot, c))
+    }
+}
+
+/// A seed for the signaling id generator that differs between runs, from the standard
+/// library's per-process random hash keys (no extra dependency for one number).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}

@@ -1,0 +1,179 @@
+//! One connection's reads and writes: the upgrade request and answer, then WebSocket
+//! messages, each handed to the hub through the driver.
+
+use std::io;
+
+use log::{debug, warn};
+use tungstenite::Message;
+
+use super::driver::{Driver, TimerKind};
+use crate::close::CloseReason;
+use crate::conn::{Phase, RequestStep, RespondStep};
+use crate::hub::ConnId;
+use crate::limits::frame_len;
+
+/// Most messages read from one connection in one loop turn, so a busy peer cannot starve others.
+const MAX_MESSAGES_PER_TURN: usize = 64;
+
+impl Driver {
+    /// Does whatever the connection's phase can do now.
+    pub(super) fn on_ready(&mut self, slot: usize, writable: bool) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Request { .. } => match conn.read_request() {
+                RequestStep::Pending => {}
+                RequestStep::Respond(out, then) => {
+                    conn.start_response(out, then);
+                    self.write_response(slot);
+                }
+                RequestStep::Gone => self.finish(slot),
+            },
+            Phase::Respond { .. } => self.write_response(slot),
+            Phase::Linger(_) => {
+                if conn.drain_linger() {
+                    self.finish(slot);
+                }
+            }
+            Phase::Failing(_) => {
+                if conn.drain_linger() {
+                    self.finish(slot);
+                } else if writable {
+                    self.mark_dirty(slot);
+                }
+            }
+            Phase::Open(_) | Phase::Closing(_) => {
+                // A writable edge: flush what waited for room (events are hints: reading is
+                // tried either way and stops at WouldBlock).
+                if writable {
+                    self.mark_dirty(slot);
+                }
+                self.read_messages(slot);
+            }
+            Phase::Done => {}
+        }
+    }
+
+    fn write_response(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let id = conn.id;
+        match conn.write_response(self.ws_config) {
+            RespondStep::Pending => {}
+            RespondStep::Gone => self.finish(slot),
+            RespondStep::Lingering => {
+                if conn.drain_linger() {
+                    self.finish(slot);
+                }
+            }
+            RespondStep::Upgraded(target) => {
+                self.start_timer(id, TimerKind::Heartbeat, self.config.heartbeat_interval);
+                match &target {
+                    Ok(t) => debug!(
+                        "conn {}.{} open: key of {} bytes{}",
+                        id.slot,
+                        id.generation,
+                        t.key.len(),
+                        if t.favored { ", favored" } else { "" }
+                    ),
+                    Err(_) => debug!("conn {}.{} open with a bad URL", id.slot, id.generation),
+                }
+                let target = target.as_ref().ok().map(|t| (&t.key[..], t.favored));
+                self.on_open(id, target);
+                // Frames may have come with the request, or while the answer was written.
+                self.read_messages(slot);
+            }
+        }
+    }
+
+    /// Reads and handles messages until the socket has no more, or the per-turn cap.
+    fn read_messages(&mut self, slot: usize) {
+        let rate = self.config.rate_limit;
+        for _ in 0..MAX_MESSAGES_PER_TURN {
+            let now = self.now;
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            let id = conn.id;
+            let open = matches!(conn.phase, Phase::Open(_));
+            let Some(ws) = conn.ws() else { return };
+            let message = match ws.read() {
+                Ok(message) => message,
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return self.on_ws_error(id, slot, e),
+            };
+            if let Message::Ping(data) = &message {
+                // tungstenite queued the pong; count it in the send queue.
+                conn.handed += frame_len(data.len()) as u64;
+            }
+            // Data that arrives after our close frame is dropped (RFC 6455 §5.5.1).
+            if !open {
+                if matches!(message, Message::Close(_)) {
+                    self.mark_dirty(slot);
+                }
+                continue;
+            }
+            if !matches!(message, Message::Close(_)) && !conn.bucket.try_take(rate, now) {
+                warn!(
+                    "conn {}.{} ({}) closed: more than {rate} messages per second",
+                    id.slot, id.generation, conn.peer
+                );
+                self.close(id, CloseReason::RateLimited);
+                continue;
+            }
+            match message {
+                Message::Binary(frame) => self.on_message(id, frame),
+                Message::Text(_) => self.close(id, CloseReason::TextFrame),
+                Message::Close(frame) => {
+                    debug!(
+                        "conn {}.{} closed by the peer: {frame:?}",
+                        id.slot, id.generation
+                    );
+                    // tungstenite queued the reply; it leaves with the flush.
+                    conn.handed += frame_len(2) as u64;
+                    conn.set_closing();
+                    self.start_close_timer(id);
+                    self.mark_dirty(slot);
+                    self.on_gone(id);
+                }
+                // The pong to a ping leaves with the flush.
+                _ => self.mark_dirty(slot),
+            }
+        }
+        self.again.push(slot);
+    }
+
+    fn on_ws_error(&mut self, id: ConnId, slot: usize, e: tungstenite::Error) {
+        use tungstenite::error::ProtocolError as P;
+        use tungstenite::Error as E;
+        let reason = match e {
+            E::Capacity(_) => CloseReason::MessageTooBig,
+            E::Utf8(_) => CloseReason::TextFrame,
+            E::Protocol(P::ResetWithoutClosingHandshake) => return self.finish(slot),
+            E::Protocol(_) => CloseReason::ProtocolError,
+            E::ConnectionClosed | E::AlreadyClosed => return self.finish(slot),
+            other => {
+                debug!("conn {}.{} failed: {other}", id.slot, id.generation);
+                return self.finish(slot);
+            }
+        };
+        let closing = self
+            .conns
+            .get(slot)
+            .is_some_and(|c| matches!(c.phase, Phase::Closing(_)));
+        if closing {
+            return self.finish(slot);
+        }
+        if reason == CloseReason::MessageTooBig {
+            warn!("conn {}.{} closed: {reason}", id.slot, id.generation);
+        }
+        self.close(id, reason);
+        // tungstenite cannot read this stream again (its state is mid-frame): only the close
+        // frame goes out, then the connection lingers.
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.set_failing();
+        }
+    }
+}

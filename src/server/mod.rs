@@ -1,0 +1,197 @@
+//! The event loop and its public face: [`Server::bind`], [`Server::run`], and a [`Handle`]
+//! that other threads use to stop the server, reload its certificates or read its counts.
+//!
+//! Layout: `driver` is the loop itself (poll, timers, effects, flush and reap), `io` drives
+//! one connection's reads and writes, `accept` admits new connections under the limits, and
+//! `control` handles signals, reloads and shutdown.
+
+mod accept;
+mod control;
+mod driver;
+mod io;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use log::{error, info};
+use mio::net::TcpListener;
+use mio::{Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::limits;
+use crate::tls;
+
+const SIGNALS: Token = Token(usize::MAX - 2);
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX);
+
+/// File descriptors kept out of the connection count: the listener, epoll, the waker, the
+/// signal pipe, stdio, log files, and the connections being refused.
+const RESERVED_FDS: u64 = 64;
+
+/// A sigver server bound to its address, ready to [`run`](Server::run).
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    signals: Option<Signals>,
+    max_connections: usize,
+    config: Config,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared with [`Handle`]s: requests to the loop, and the counts it publishes once per
+/// loop turn.
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    reload: AtomicBool,
+    connections: AtomicUsize,
+    peers: AtomicUsize,
+    groups: AtomicUsize,
+    queued_bytes: AtomicUsize,
+}
+
+/// What the server holds, as published at the end of its last loop turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open connections, upgrading ones included.
+    pub connections: usize,
+    /// WebSocket peers the hub knows.
+    pub peers: usize,
+    /// Groups (keys with at least one member).
+    pub groups: usize,
+    /// Bytes queued for sending, over all connections.
+    pub queued_bytes: usize,
+}
+
+/// A thread-safe handle to a running server.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Asks the server to stop: it stops accepting, sends close 1001 to every peer, waits for
+    /// them up to the configured grace time, and `run` returns.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Asks the server to read its TLS files again, as SIGHUP does: new connections get the
+    /// new certificate, open ones carry on; a broken file keeps the old configuration.
+    pub fn reload_tls(&self) {
+        self.shared.reload.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// The counts at the end of the server's last loop turn.
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared;
+        Stats {
+            connections: s.connections.load(Ordering::Relaxed),
+            peers: s.peers.load(Ordering::Relaxed),
+            groups: s.groups.load(Ordering::Relaxed),
+            queued_bytes: s.queued_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            error!("cannot wake the event loop: {e}");
+        }
+    }
+}
+
+impl Server {
+    /// Loads the TLS files, if any, and binds the listening socket. Port 0 picks a free port:
+    /// see [`Server::local_addr`]. Without a configured connection limit, raises the soft
+    /// open-file limit to the hard one and derives the limit from it.
+    pub fn bind(config: Config) -> Result<Self, Error> {
+        let tls = match &config.tls {
+            Some(files) => Some(tls::load(files).map_err(Error::Tls)?),
+            None => None,
+        };
+        let max_connections = match config.max_connections {
+            Some(n) => n,
+            None => {
+                let files = limits::raise_fd_limit().map_err(Error::Limits)?;
+                usize::try_from(files.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
+            }
+        };
+        let poll = Poll::new().map_err(Error::Poll)?;
+        let mut listener =
+            TcpListener::bind(config.addr).map_err(|e| Error::Bind(config.addr, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Bind(config.addr, e))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(Error::Poll)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::Poll)?);
+        let signals = if config.handle_signals {
+            let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(Error::Signals)?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)
+                .map_err(Error::Signals)?;
+            Some(signals)
+        } else {
+            None
+        };
+        Ok(Self {
+            poll,
+            listener,
+            local_addr,
+            waker,
+            shared: Arc::default(),
+            tls,
+            signals,
+            max_connections,
+            config,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to stop the server, reload it, or read its counts from another thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            waker: Arc::clone(&self.waker),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Serves until [`Handle::shutdown`] (or SIGTERM/SIGINT when signals are handled).
+    /// Blocks the calling thread.
+    pub fn run(self) -> Result<(), Error> {
+        if let Some(files) = &self.config.tls {
+            info!("TLS on: serving wss:// with {}", files.cert.display());
+        }
+        info!(
+            "Up to {} connections ({} per address)",
+            self.max_connections, self.config.max_connections_per_ip
+        );
+        info!("Signaling server is listening on {}", self.local_addr);
+        driver::Driver::new(self).run()
+    }
+}
