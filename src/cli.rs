@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
+use crate::allow::IpNet;
 use crate::config::{Config, DEFAULT_PORT};
 use crate::tls::TlsFiles;
 
@@ -17,7 +18,7 @@ use crate::tls::TlsFiles;
 #[derive(Debug)]
 pub enum Command {
     /// Serve with this configuration.
-    Run(Config),
+    Run(Box<Config>),
     /// Print this text (help or version) and exit successfully.
     Print(String),
 }
@@ -85,6 +86,13 @@ Limits (sizes in bytes, or with a K, M or G suffix for KiB, MiB, GiB):
       --max-connections-per-ip <n>   open connections per IP address; more get 429,
                                      0 for none (default: 512)
 
+Operations:
+      --metrics-allow <CIDR,...>     clients allowed to read /metrics and the status page /
+                                     (default: 127.0.0.0/8,::1/128); others get 403
+  GET /health answers 200 while the server runs, GET /ready 200 (503 while stopping).
+  Started by systemd socket activation (LISTEN_FDS), it serves the inherited sockets
+  and ignores -h and -p.
+
 The log level is set with RUST_LOG (default: info), e.g. RUST_LOG=debug.
 SIGHUP reloads the TLS files; SIGTERM or SIGINT stops gracefully (a second one at once).
 
@@ -116,6 +124,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     .unwrap_or(DEFAULT_PORT);
     let mut config = Config {
         handle_signals: true,
+        socket_activation: true,
         ..Config::default()
     };
     if let Some(ms) = value(
@@ -155,6 +164,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
         }
         config.max_connections = Some(n);
     }
+    let allow = "--metrics-allow";
+    if let Some(list) = value(&mut args, allow, allow, |s| IpNet::parse_list(&s))? {
+        config.metrics_allow = list;
+    }
     let per_ip = "--max-connections-per-ip";
     if let Some(n) = value(&mut args, per_ip, per_ip, count)? {
         config.max_connections_per_ip = n;
@@ -173,7 +186,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     };
     config.addr = resolve(host.as_deref(), port)?;
     config.tls = tls;
-    Ok(Command::Run(config))
+    Ok(Command::Run(Box::new(config)))
 }
 
 fn millis(s: String) -> Result<Duration, String> {
@@ -250,7 +263,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, CliError> {
         match parse(args.iter().map(OsString::from))? {
-            Command::Run(c) => Ok(c),
+            Command::Run(c) => Ok(*c),
             Command::Print(t) => panic!("printed {t}"),
         }
     }
@@ -291,8 +304,11 @@ mod tests {
             "--handshake-timeout=2500",
             "--max-connections=100",
             "--max-connections-per-ip=0",
+            "--metrics-allow=10.0.0.0/8,::1",
         ])
         .unwrap();
+        assert_eq!(c.metrics_allow.len(), 2);
+        assert!(c.metrics_allow[0].contains("10.9.8.7".parse().unwrap()));
         assert_eq!(c.max_message_size, 1 << 20);
         assert_eq!(c.max_send_queue, 512 << 10);
         assert_eq!(c.memory_budget, 1 << 30);
@@ -337,6 +353,7 @@ mod tests {
                 "--max-connections-per-ip",
             ),
             (&["--handshake-timeout", "0"], "--handshake-timeout"),
+            (&["--metrics-allow", "10.0.0.0/40"], "--metrics-allow"),
             (&["--bogus"], "--bogus"),
             (&["extra"], "extra"),
         ];

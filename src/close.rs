@@ -40,6 +40,49 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in a fixed order (for counters indexed by reason).
+    pub const ALL: [CloseReason; 14] = [
+        Self::KeyEmpty,
+        Self::KeyTooLong,
+        Self::Heartbeat,
+        Self::TextFrame,
+        Self::BadMessage,
+        Self::EmptyMessage,
+        Self::BlockingMember,
+        Self::BadUrl,
+        Self::Shutdown,
+        Self::ProtocolError,
+        Self::MessageTooBig,
+        Self::SendQueueFull,
+        Self::RateLimited,
+        Self::MemoryBudget,
+    ];
+
+    /// Position in [`CloseReason::ALL`].
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|&r| r == self).unwrap_or(0)
+    }
+
+    /// A short snake_case name, for metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::KeyEmpty => "key_empty",
+            Self::KeyTooLong => "key_too_long",
+            Self::Heartbeat => "heartbeat",
+            Self::TextFrame => "text_frame",
+            Self::BadMessage => "bad_message",
+            Self::EmptyMessage => "empty_message",
+            Self::BlockingMember => "blocking_member",
+            Self::BadUrl => "bad_url",
+            Self::Shutdown => "shutdown",
+            Self::ProtocolError => "protocol_error",
+            Self::MessageTooBig => "message_too_big",
+            Self::SendQueueFull => "send_queue_full",
+            Self::RateLimited => "rate_limited",
+            Self::MemoryBudget => "memory_budget",
+        }
+    }
+
     /// The WebSocket close code sent to the peer.
     pub fn close_code(self) -> u16 {
         match self {
@@ -86,22 +129,15 @@ impl fmt::Display for CloseReason {
 mod tests {
     use super::*;
 
-    const ALL: [CloseReason; 14] = [
-        CloseReason::KeyEmpty,
-        CloseReason::KeyTooLong,
-        CloseReason::Heartbeat,
-        CloseReason::TextFrame,
-        CloseReason::BadMessage,
-        CloseReason::EmptyMessage,
-        CloseReason::BlockingMember,
-        CloseReason::BadUrl,
-        CloseReason::Shutdown,
-        CloseReason::ProtocolError,
-        CloseReason::MessageTooBig,
-        CloseReason::SendQueueFull,
-        CloseReason::RateLimited,
-        CloseReason::MemoryBudget,
-    ];
+    const ALL: [CloseReason; 14] = CloseReason::ALL;
+
+    #[test]
+    fn indexes_and_labels_are_distinct() {
+        for (i, r) in ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert_eq!(ALL.iter().filter(|o| o.label() == r.label()).count(), 1);
+        }
+    }
 
     #[test]
     fn reasons_fit_in_a_close_frame() {

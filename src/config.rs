@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::allow::IpNet;
 use crate::tls::TlsFiles;
 
 /// Default port, as the original (PROTOCOL.md §8).
@@ -45,6 +46,11 @@ pub struct Config {
     /// Handle SIGHUP (reload TLS files), SIGTERM and SIGINT (graceful stop; a second one stops
     /// at once). For the binary; a host program embedding the server keeps its own signals.
     pub handle_signals: bool,
+    /// Clients allowed to read `GET /metrics` and the status page `GET /`; others get 403.
+    pub metrics_allow: Vec<IpNet>,
+    /// Serve the listening sockets handed over by systemd (`LISTEN_FDS`, `LISTEN_PID`) when
+    /// there are any, instead of binding `addr`. For the binary.
+    pub socket_activation: bool,
 }
 
 impl Default for Config {
@@ -63,6 +69,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_millis(3000),
             tls: None,
             handle_signals: false,
+            metrics_allow: IpNet::loopback(),
+            socket_activation: false,
         }
     }
 }

@@ -12,9 +12,10 @@ use mio::Registry;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
 
-use crate::handshake::{self, BadUrl, Parse, Request, Target};
+use crate::handshake::{self, BadUrl, HttpRequest, Parse, Request, Target};
 use crate::hub::ConnId;
 use crate::limits::TokenBucket;
+use crate::metrics::HandshakeFailure;
 use crate::transport::Transport;
 
 /// Bytes read from the socket at a time while upgrading.
@@ -49,24 +50,50 @@ pub enum Refusal {
     Full,
     /// This address holds its maximum number of connections: 429.
     PerAddress,
+    /// The server is stopping: 503.
+    Stopping,
 }
 
 impl Refusal {
-    fn response(self) -> Vec<u8> {
+    fn step(self) -> RequestStep {
         match self {
-            Self::Full => handshake::error_response(
-                503,
-                "Service Unavailable",
-                "Retry-After: 5\r\n",
-                "Too many connections; try again later.\n",
+            Self::Full => RequestStep::Refuse(
+                handshake::error_response(
+                    503,
+                    "Service Unavailable",
+                    "Retry-After: 5\r\n",
+                    "Too many connections; try again later.\n",
+                ),
+                HandshakeFailure::RefusedFull,
             ),
-            Self::PerAddress => handshake::error_response(
-                429,
-                "Too Many Requests",
-                "Retry-After: 5\r\n",
-                "Too many connections from your address.\n",
+            Self::PerAddress => RequestStep::Refuse(
+                handshake::error_response(
+                    429,
+                    "Too Many Requests",
+                    "Retry-After: 5\r\n",
+                    "Too many connections from your address.\n",
+                ),
+                HandshakeFailure::RefusedPerAddress,
+            ),
+            Self::Stopping => RequestStep::Refuse(
+                handshake::error_response(
+                    503,
+                    "Service Unavailable",
+                    "Retry-After: 5\r\n",
+                    "The server is stopping; try again shortly.\n",
+                ),
+                HandshakeFailure::RefusedFull,
             ),
         }
+    }
+}
+
+/// A read error before the upgrade: TLS errors come from the TLS stream as `InvalidData`.
+fn failure(e: &io::Error) -> HandshakeFailure {
+    if e.kind() == io::ErrorKind::InvalidData {
+        HandshakeFailure::Tls
+    } else {
+        HandshakeFailure::ClosedEarly
     }
 }
 
@@ -126,10 +153,14 @@ pub enum Then {
 pub enum RequestStep {
     /// More bytes are needed.
     Pending,
-    /// Answer with these bytes, then do `Then`.
-    Respond(Vec<u8>, Then),
+    /// A valid upgrade: answer with these bytes, then become a WebSocket.
+    Upgrade(Vec<u8>, Then),
+    /// A plain HTTP request, for the server's endpoints.
+    Http(HttpRequest),
+    /// Refused with this HTTP error answer (and counted under this failure).
+    Refuse(Vec<u8>, HandshakeFailure),
     /// The client went away or the socket failed.
-    Gone,
+    Gone(HandshakeFailure),
 }
 
 /// What writing the answer produced.
@@ -153,13 +184,15 @@ impl Conn {
         };
         // TLS handshake records wait here when the socket was full.
         match stream.flush() {
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return RequestStep::Gone,
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                return RequestStep::Gone(failure(&e))
+            }
             _ => {}
         }
         let mut chunk = [0u8; REQUEST_CHUNK];
         loop {
             match stream.read(&mut chunk) {
-                Ok(0) => return RequestStep::Gone,
+                Ok(0) => return RequestStep::Gone(HandshakeFailure::ClosedEarly),
                 Ok(n) => {
                     buf.extend_from_slice(&chunk[..n]);
                     if buf.len() > handshake::MAX_REQUEST_BYTES {
@@ -168,42 +201,48 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return RequestStep::Gone,
+                Err(e) => return RequestStep::Gone(failure(&e)),
             }
         }
         let parsed = handshake::parse(buf);
-        if let (Some(refusal), Parse::Done { .. }) = (self.refusal, &parsed) {
-            return RequestStep::Respond(refusal.response(), Then::Close);
+        // A refusal answers upgrades; the endpoints (health checks) are still answered.
+        if let (
+            Some(refusal),
+            Parse::Done {
+                request: Request::Upgrade(_),
+                ..
+            },
+        ) = (self.refusal, &parsed)
+        {
+            return refusal.step();
         }
         match parsed {
             Parse::Partial => RequestStep::Pending,
-            Parse::TooLarge => RequestStep::Respond(
+            Parse::TooLarge => RequestStep::Refuse(
                 handshake::error_response(431, "Request Header Fields Too Large", "", ""),
-                Then::Close,
+                HandshakeFailure::TooLarge,
             ),
             Parse::Done { consumed, request } => match request {
-                Request::Upgrade(u) => RequestStep::Respond(
+                Request::Upgrade(u) => RequestStep::Upgrade(
                     handshake::switching_protocols(&u),
                     Then::Upgrade {
                         leftover: buf[consumed..].to_vec(),
                         target: u.target,
                     },
                 ),
-                Request::NotUpgrade => {
-                    RequestStep::Respond(handshake::upgrade_required(), Then::Close)
-                }
-                Request::WrongVersion => RequestStep::Respond(
+                Request::Http(r) => RequestStep::Http(r),
+                Request::WrongVersion => RequestStep::Refuse(
                     handshake::error_response(
                         426,
                         "Upgrade Required",
                         "Sec-WebSocket-Version: 13\r\n",
                         "Only WebSocket version 13 is supported.\n",
                     ),
-                    Then::Close,
+                    HandshakeFailure::WrongVersion,
                 ),
-                Request::Malformed => RequestStep::Respond(
+                Request::Malformed => RequestStep::Refuse(
                     handshake::error_response(400, "Bad Request", "", "Bad request.\n"),
-                    Then::Close,
+                    HandshakeFailure::BadRequest,
                 ),
             },
         }

@@ -20,6 +20,8 @@ pub enum Error {
     Signals(io::Error),
     /// The open-file limit could not be read.
     Limits(io::Error),
+    /// `LISTEN_FDS` named sockets that cannot be served.
+    Activation(io::Error),
 }
 
 impl fmt::Display for Error {
@@ -30,6 +32,7 @@ impl fmt::Display for Error {
             Self::Tls(e) => write!(f, "TLS: {e}"),
             Self::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             Self::Limits(e) => write!(f, "cannot read the open-file limit: {e}"),
+            Self::Activation(e) => write!(f, "socket activation: {e}"),
         }
     }
 }
@@ -37,7 +40,11 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Bind(_, e) | Self::Poll(e) | Self::Signals(e) | Self::Limits(e) => Some(e),
+            Self::Bind(_, e)
+            | Self::Poll(e)
+            | Self::Signals(e)
+            | Self::Limits(e)
+            | Self::Activation(e) => Some(e),
             Self::Tls(e) => Some(e),
         }
     }

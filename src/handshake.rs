@@ -34,12 +34,32 @@ pub enum Parse {
 pub enum Request {
     /// A valid WebSocket upgrade.
     Upgrade(Upgrade),
-    /// A request that does not ask for a WebSocket (a plain `GET`, say).
-    NotUpgrade,
+    /// A request that does not ask for a WebSocket: a plain HTTP request for an endpoint.
+    Http(HttpRequest),
     /// An upgrade with a `Sec-WebSocket-Version` other than 13.
     WrongVersion,
     /// Not valid HTTP/1.1, or an upgrade missing a required part.
     Malformed,
+}
+
+/// A plain HTTP request (not an upgrade).
+#[derive(Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `GET` and `HEAD` are served; anything else is refused with 405.
+    pub method: Method,
+    /// The path, without the query string.
+    pub path: Vec<u8>,
+}
+
+/// The HTTP methods the endpoints tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `HEAD`: the answer of `GET` without its body.
+    Head,
+    /// Any other method.
+    Other,
 }
 
 /// A valid upgrade request.
@@ -106,7 +126,16 @@ fn classify(req: &httparse::Request<'_, '_>) -> Request {
         })
     };
     if !has_token("upgrade", "websocket") {
-        return Request::NotUpgrade;
+        let target = req.path.unwrap_or("").as_bytes();
+        let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+        return Request::Http(HttpRequest {
+            method: match req.method {
+                Some("GET") => Method::Get,
+                Some("HEAD") => Method::Head,
+                _ => Method::Other,
+            },
+            path: path.to_vec(),
+        });
     }
     // RFC 6455 §4.2.1: a GET, HTTP/1.1 or higher, `Connection: Upgrade`, a key, version 13.
     if req.method != Some("GET") || req.version != Some(1) || !has_token("connection", "upgrade") {
@@ -224,23 +253,37 @@ pub fn switching_protocols(upgrade: &Upgrade) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// A short complete HTTP answer after which the connection is closed.
+/// A short complete HTTP answer in plain text, after which the connection is closed.
 pub fn error_response(status: u16, reason: &str, extra_headers: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
-        body.len()
+    response(
+        status,
+        reason,
+        "text/plain; charset=utf-8",
+        extra_headers,
+        body.as_bytes(),
+        true,
     )
-    .into_bytes()
 }
 
-/// The answer to a request that is not an upgrade (PROTOCOL.md §1).
-pub fn upgrade_required() -> Vec<u8> {
-    error_response(
-        426,
-        "Upgrade Required",
-        "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
-        "This is a WebSocket signaling server: connect with ws:// or wss://.\n",
+/// A complete HTTP answer, after which the connection is closed; without the body (but with
+/// its length) when `with_body` is false, as `HEAD` wants.
+pub fn response(
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    extra_headers: &str,
+    body: &[u8],
+    with_body: bool,
+) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra_headers}\r\n",
+        body.len()
     )
+    .into_bytes();
+    if with_body {
+        out.extend_from_slice(body);
+    }
+    out
 }
 
 #[cfg(test)]

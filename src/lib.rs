@@ -22,11 +22,13 @@
 //! - [`timer`]: the hashed timer wheel for heartbeats and deadlines; [`limits`]: the token
 //!   bucket, frame sizes and the open-file limit.
 //! - [`proto`]: the protobuf messages.
+//! - [`metrics`]: counters and the Prometheus text; [`allow`]: address ranges.
 //! - [`close`]: close codes and reasons; [`config`]: settings; [`cli`]: the command line;
 //!   [`error`]: errors that stop the server.
 
 #![deny(missing_docs)]
 
+pub mod allow;
 pub mod cli;
 pub mod close;
 pub mod config;
@@ -35,6 +37,7 @@ pub mod error;
 pub mod handshake;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod timer;

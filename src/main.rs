@@ -8,7 +8,7 @@ use sigver::{Error, Server};
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match cli::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Run(config)) => config,
+        Ok(Command::Run(config)) => *config,
         Ok(Command::Print(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;

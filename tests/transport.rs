@@ -436,17 +436,22 @@ fn close_reasons_are_short_and_not_empty() {
 }
 
 #[test]
-fn plain_get_gets_426_and_is_closed() {
-    // Proves §1: a request that is not an upgrade gets `426` and the server closes it.
+fn plain_get_gets_a_short_answer_and_is_closed() {
+    // Proves §1: a request that is not an upgrade gets a short HTTP answer (404 for a path
+    // that is no endpoint) and the server closes the connection.
     let server = TestServer::start();
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    s.write_all(b"GET /some-key HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut answer = Vec::new();
     let ended = s.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 426"), "answer: {text:?}");
+    assert!(text.starts_with("HTTP/1.1 404"), "answer: {text:?}");
+    assert!(
+        text.contains("WebSocket signaling server"),
+        "answer: {text:?}"
+    );
     match ended {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}

@@ -87,19 +87,41 @@ fn partial_then_done_with_leftover() {
 }
 
 #[test]
-fn plain_get_is_not_an_upgrade() {
-    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert!(matches!(
-        parse(req),
-        Parse::Done {
-            request: Request::NotUpgrade,
-            ..
+fn plain_requests_are_http_requests() {
+    let cases: [(&[u8], Method, &[u8]); 3] = [
+        (
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            Method::Get,
+            b"/health",
+        ),
+        (b"HEAD /?x=1 HTTP/1.1\r\n\r\n", Method::Head, b"/"),
+        (
+            b"POST /metrics?a HTTP/1.1\r\n\r\n",
+            Method::Other,
+            b"/metrics",
+        ),
+    ];
+    for (req, method, path) in cases {
+        match parse(req) {
+            Parse::Done {
+                request: Request::Http(r),
+                ..
+            } => assert_eq!((r.method, r.path.as_slice()), (method, path)),
+            other => panic!("{other:?}"),
         }
-    ));
-    let answer = String::from_utf8(upgrade_required()).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+    }
+}
+
+#[test]
+fn responses_carry_their_length() {
+    let answer = String::from_utf8(error_response(404, "Not Found", "", "nothing here\n")).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"));
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    let head_only = response(200, "OK", "text/plain", "", b"abc", false);
+    assert!(String::from_utf8(head_only)
+        .unwrap()
+        .ends_with("Content-Length: 3\r\nCache-Control: no-store\r\n\r\n"));
 }
 
 #[test]

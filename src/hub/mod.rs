@@ -93,6 +93,18 @@ pub struct Hub {
     peer_count: usize,
     groups: HashMap<Box<[u8]>, Group>,
     ids: SignalingIds,
+    counters: Counters,
+}
+
+/// What the hub has done since it started, for metrics. Counters only go up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Contents relayed (each forwarding counts once; disconnect notes excluded).
+    pub relayed_messages: u64,
+    /// Payload bytes of those contents.
+    pub relayed_bytes: u64,
+    /// Peers closed for missed heartbeats (4742).
+    pub heartbeat_timeouts: u64,
 }
 
 impl Hub {
@@ -103,7 +115,27 @@ impl Hub {
             peer_count: 0,
             groups: HashMap::new(),
             ids: SignalingIds::new(seed),
+            counters: Counters::default(),
         }
+    }
+
+    /// What the hub has done since it started.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Members of all groups. Walks the groups: for scrapes, not for the hot path.
+    pub fn member_count(&self) -> usize {
+        self.groups.values().map(|g| g.members.len()).sum()
+    }
+
+    /// Joiners bound to a member. Walks the peers: for scrapes, not for the hot path.
+    pub fn binding_count(&self) -> usize {
+        self.peers
+            .iter()
+            .flatten()
+            .filter(|p| p.binding.is_some())
+            .count()
     }
 
     /// Number of live peers.
@@ -193,6 +225,7 @@ impl Hub {
         let Some(p) = self.peer_mut(id) else { return };
         p.missed = p.missed.saturating_add(1);
         if p.missed >= MAX_MISSED_HEARTBEATS {
+            self.counters.heartbeat_timeouts += 1;
             self.close(id, CloseReason::Heartbeat, out);
         } else {
             out.push(Effect::Send(id, proto::HEARTBEAT));
@@ -251,6 +284,7 @@ impl Hub {
             data,
             ..
         } = content;
+        let len = data.len() as u64;
         let Some(p) = self.peer_mut(id) else { return };
         let signaling_id = p.signaling_id;
         // As a joiner: whatever the recipientId, to its own member (§5).
@@ -260,6 +294,8 @@ impl Hub {
                 b.member,
                 proto::encode_content(signaling_id, 0, data.clone()),
             ));
+            self.counters.relayed_messages += 1;
+            self.counters.relayed_bytes += len;
         }
         // As a member: to the joiner bound to it under that signaling id.
         let Some(joiner) = self.ids.get(recipient_id) else {
@@ -274,6 +310,8 @@ impl Hub {
                 joiner,
                 proto::encode_content(0, recipient_id, data),
             ));
+            self.counters.relayed_messages += 1;
+            self.counters.relayed_bytes += len;
         }
     }
 

@@ -15,6 +15,7 @@ use super::driver::{Driver, TimerKind};
 use crate::conn::{Conn, Phase, Refusal};
 use crate::hub::ConnId;
 use crate::limits::TokenBucket;
+use crate::metrics::Limit;
 use crate::tls::TlsStream;
 use crate::transport::Transport;
 
@@ -25,45 +26,78 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Most connections being refused at once; past it, excess connections are closed unanswered.
 pub(super) const MAX_REFUSING: usize = 32;
 
+/// How accepting from one listener ended.
+enum Accepted {
+    /// It has no more connections waiting.
+    Drained,
+    /// The per-turn cap stopped it; more may wait.
+    Capped,
+    /// An error such as EMFILE: try again later.
+    Failed,
+}
+
 impl Driver {
+    /// Accepts from every listener until each is drained, or the per-turn cap.
     pub(super) fn accept(&mut self) {
+        let mut drained = 0;
+        for i in 0..self.listeners.len() {
+            match self.accept_from(i) {
+                Accepted::Drained => drained += 1,
+                Accepted::Capped => {}
+                Accepted::Failed => return,
+            }
+        }
+        if drained == self.listeners.len() {
+            self.accept_ready = false;
+        }
+    }
+
+    fn accept_from(&mut self, i: usize) -> Accepted {
         for _ in 0..MAX_ACCEPTS_PER_TURN {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
+            let Some(listener) = self.listeners.get(i) else {
+                return Accepted::Drained;
             };
             let (stream, addr) = match listener.accept() {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_ready = false;
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and the like: the listener is still ready; retry a little later
                     // (or as soon as a connection is reaped) rather than spin or stall.
                     error!("cannot accept a connection: {e}");
                     self.accept_retry_at = Some(self.now + ACCEPT_RETRY.as_millis() as u64);
-                    return;
+                    return Accepted::Failed;
                 }
             };
             self.accept_retry_at = None;
+            self.metrics.on_accept();
             let refusal = self.admission(addr.ip());
-            if refusal.is_some() {
+            if let Some(refusal) = refusal {
                 if self.refusing >= MAX_REFUSING {
                     debug!("connection from {addr} dropped: too many being refused");
                     continue;
                 }
-                warn!("connection from {addr} refused: {refusal:?} limit reached");
+                match refusal {
+                    Refusal::Full => self.metrics.on_limit(Limit::Connections),
+                    Refusal::PerAddress => self.metrics.on_limit(Limit::ConnectionsPerAddress),
+                    Refusal::Stopping => {}
+                }
+                if refusal != Refusal::Stopping {
+                    warn!("connection from {addr} refused: {refusal:?} limit reached");
+                }
             }
             self.admit(stream, addr, refusal);
         }
+        Accepted::Capped
     }
 
     /// Whether a new connection from `ip` is over a limit.
     fn admission(&self, ip: std::net::IpAddr) -> Option<Refusal> {
         let open = self.conns.len() - self.refusing;
         let per_ip = self.config.max_connections_per_ip;
-        if open >= self.max_connections {
+        if self.stopping_until.is_some() {
+            Some(Refusal::Stopping)
+        } else if open >= self.max_connections {
             Some(Refusal::Full)
         } else if per_ip > 0 && self.per_address.get(&ip).is_some_and(|&n| n >= per_ip) {
             Some(Refusal::PerAddress)

@@ -61,9 +61,13 @@ impl Driver {
             "Signaling server is stopping: closing {} connections",
             self.conns.len()
         );
-        if let Some(mut listener) = self.listener.take() {
-            // Ignored failure: the listener is dropped right after.
-            let _ = self.poll.registry().deregister(&mut listener);
+        // With systemd's sockets, new connections wait in the backlog for the next process.
+        // Otherwise they are still answered: /ready says 503, upgrades get 503.
+        if self.inherited {
+            for mut listener in std::mem::take(&mut self.listeners) {
+                // Ignored failure: the listener is dropped right after.
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
         }
         self.stopping_until = Some(self.now + self.config.shutdown_grace.as_millis() as u64);
         let slots: Vec<(usize, ConnId, bool)> = self

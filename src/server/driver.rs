@@ -23,13 +23,14 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
-use super::{Server, Shared, LISTENER, SIGNALS, WAKER};
+use super::{Server, Shared, FIRST_LISTENER, MAX_LISTENERS, SIGNALS, WAKER};
 use crate::close::CloseReason;
 use crate::config::Config;
 use crate::conn::{Conn, Phase};
 use crate::error::Error;
 use crate::hub::{ConnId, Effect, Hub};
 use crate::limits::frame_len;
+use crate::metrics::{Gauges, HandshakeFailure, Limit, Metrics};
 use crate::timer::TimerWheel;
 
 /// Bytes buffered before tungstenite writes on its own; below it, writes wait for the flush at
@@ -59,7 +60,8 @@ pub(super) struct Timer {
 /// The loop's state. Separate from [`Server`] so that `run` consumes the server once.
 pub(super) struct Driver {
     pub(super) poll: Poll,
-    pub(super) listener: Option<TcpListener>,
+    pub(super) listeners: Vec<TcpListener>,
+    pub(super) inherited: bool,
     pub(super) shared: Arc<Shared>,
     pub(super) tls: Option<Arc<rustls::ServerConfig>>,
     pub(super) signals: Option<Signals>,
@@ -72,6 +74,11 @@ pub(super) struct Driver {
     /// Connections admitted only to be refused with an HTTP answer.
     pub(super) refusing: usize,
     pub(super) hub: Hub,
+    pub(super) metrics: Metrics,
+    /// When each message relayed this turn was read, and how many sends it made: observed
+    /// into the latency histogram once the turn's flush handed them to the kernel.
+    relay_reads: Vec<(Instant, u64)>,
+    start_time: f64,
     pub(super) timers: TimerWheel<Timer>,
     effects: Vec<Effect>,
     spare_effects: Vec<Effect>,
@@ -102,7 +109,8 @@ impl Driver {
             .max_frame_size(Some(config.max_message_size));
         Self {
             poll: server.poll,
-            listener: Some(server.listener),
+            listeners: server.listeners,
+            inherited: server.inherited,
             shared: server.shared,
             tls: server.tls,
             signals: server.signals,
@@ -112,6 +120,11 @@ impl Driver {
             per_address: HashMap::new(),
             refusing: 0,
             hub: Hub::new(random_seed()),
+            metrics: Metrics::default(),
+            relay_reads: Vec::new(),
+            start_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             timers: TimerWheel::default(),
             effects: Vec::new(),
             spare_effects: Vec::new(),
@@ -142,7 +155,6 @@ impl Driver {
             self.now = self.clock();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_ready = true,
                     WAKER => self.on_wake(),
                     SIGNALS => {
                         if self.on_signals() {
@@ -150,6 +162,7 @@ impl Driver {
                             return Ok(());
                         }
                     }
+                    Token(t) if t > FIRST_LISTENER - MAX_LISTENERS => self.accept_ready = true,
                     Token(slot) => self.on_ready(slot, event.is_writable()),
                 }
             }
@@ -161,6 +174,7 @@ impl Driver {
             }
             self.expire_timers();
             self.flush_and_reap();
+            self.observe_relays();
             self.publish();
             if let Some(until) = self.stopping_until {
                 if self.conns.is_empty() || self.now >= until {
@@ -196,6 +210,37 @@ impl Driver {
             .map(|d| Duration::from_millis(d.saturating_sub(now) + 1))
     }
 
+    /// The turn's relayed messages are handed to the kernel (or queued behind a full socket):
+    /// their time inside the server ends now.
+    fn observe_relays(&mut self) {
+        if self.relay_reads.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for (read, sends) in self.relay_reads.drain(..) {
+            for _ in 0..sends {
+                self.metrics.on_relayed(now - read);
+            }
+        }
+    }
+
+    /// The values of the gauges, for a scrape.
+    pub(super) fn gauges(&self) -> Gauges {
+        let counters = self.hub.counters();
+        Gauges {
+            connections: self.conns.len(),
+            groups: self.hub.group_count(),
+            members: self.hub.member_count(),
+            bindings: self.hub.binding_count(),
+            queued_bytes: self.total_queued,
+            relayed_messages: counters.relayed_messages,
+            relayed_bytes: counters.relayed_bytes,
+            heartbeat_timeouts: counters.heartbeat_timeouts,
+            start_time: self.start_time,
+            stopping: self.stopping_until.is_some(),
+        }
+    }
+
     /// Publishes the counts for [`super::Handle::stats`].
     fn publish(&self) {
         let s = &self.shared;
@@ -213,7 +258,13 @@ impl Driver {
 
     /// Lets the hub handle one binary message.
     pub(super) fn on_message(&mut self, id: ConnId, frame: Bytes) {
+        let read = Instant::now();
+        let before = self.hub.counters().relayed_messages;
         self.hub.on_message(id, frame, &mut self.effects);
+        let sends = self.hub.counters().relayed_messages - before;
+        if sends > 0 {
+            self.relay_reads.push((read, sends));
+        }
         self.apply_effects();
     }
 
@@ -264,6 +315,7 @@ impl Driver {
                 conn.peer,
                 conn.queued()
             );
+            self.metrics.on_limit(Limit::SendQueue);
             self.hub
                 .close(id, CloseReason::SendQueueFull, &mut self.effects);
             return;
@@ -305,6 +357,7 @@ impl Driver {
             Err(_) => return self.finish(slot),
         }
         conn.set_closing();
+        self.metrics.on_server_close(reason);
         self.start_close_timer(id);
     }
 
@@ -342,6 +395,11 @@ impl Driver {
                         "conn {}.{} dropped: handshake timeout",
                         id.slot, id.generation
                     );
+                    // A lingering one already failed for another reason.
+                    if !matches!(conn.phase, Phase::Linger(_)) {
+                        self.metrics.on_handshake_failure(HandshakeFailure::Timeout);
+                        self.metrics.on_limit(Limit::HandshakeTimeout);
+                    }
                     self.finish(slot);
                 }
                 (TimerKind::Close, Phase::Closing(_) | Phase::Failing(_) | Phase::Linger(_)) => {
@@ -437,6 +495,7 @@ impl Driver {
                 continue;
             };
             let id = conn.id;
+            self.metrics.on_limit(Limit::MemoryBudget);
             warn!(
                 "conn {}.{} ({}) closed: memory budget of {} bytes spent, it held {queued}",
                 id.slot, id.generation, conn.peer, self.config.memory_budget

@@ -8,9 +8,10 @@ use tungstenite::Message;
 
 use super::driver::{Driver, TimerKind};
 use crate::close::CloseReason;
-use crate::conn::{Phase, RequestStep, RespondStep};
+use crate::conn::{Phase, RequestStep, RespondStep, Then};
 use crate::hub::ConnId;
 use crate::limits::frame_len;
+use crate::metrics::{HandshakeFailure, Limit};
 
 /// Most messages read from one connection in one loop turn, so a busy peer cannot starve others.
 const MAX_MESSAGES_PER_TURN: usize = 64;
@@ -24,11 +25,30 @@ impl Driver {
         match conn.phase {
             Phase::Request { .. } => match conn.read_request() {
                 RequestStep::Pending => {}
-                RequestStep::Respond(out, then) => {
+                RequestStep::Upgrade(out, then) => {
                     conn.start_response(out, then);
                     self.write_response(slot);
                 }
-                RequestStep::Gone => self.finish(slot),
+                RequestStep::Http(req) => {
+                    let ip = conn.peer.ip();
+                    let out = self.http_answer(ip, &req);
+                    if let Some(conn) = self.conns.get_mut(slot) {
+                        conn.start_response(out, Then::Close);
+                    }
+                    self.write_response(slot);
+                }
+                RequestStep::Refuse(out, why) => {
+                    conn.start_response(out, Then::Close);
+                    self.metrics.on_handshake_failure(why);
+                    if why == HandshakeFailure::TooLarge {
+                        self.metrics.on_limit(Limit::RequestSize);
+                    }
+                    self.write_response(slot);
+                }
+                RequestStep::Gone(why) => {
+                    self.metrics.on_handshake_failure(why);
+                    self.finish(slot);
+                }
             },
             Phase::Respond { .. } => self.write_response(slot),
             Phase::Linger(_) => {
@@ -69,6 +89,7 @@ impl Driver {
                 }
             }
             RespondStep::Upgraded(target) => {
+                self.metrics.on_upgrade();
                 self.start_timer(id, TimerKind::Heartbeat, self.config.heartbeat_interval);
                 match &target {
                     Ok(t) => debug!(
@@ -120,6 +141,7 @@ impl Driver {
                     "conn {}.{} ({}) closed: more than {rate} messages per second",
                     id.slot, id.generation, conn.peer
                 );
+                self.metrics.on_limit(Limit::Rate);
                 self.close(id, CloseReason::RateLimited);
                 continue;
             }
@@ -168,6 +190,7 @@ impl Driver {
         }
         if reason == CloseReason::MessageTooBig {
             warn!("conn {}.{} closed: {reason}", id.slot, id.generation);
+            self.metrics.on_limit(Limit::MessageSize);
         }
         self.close(id, reason);
         // tungstenite cannot read this stream again (its state is mid-frame): only the close

@@ -2,12 +2,15 @@
 //! that other threads use to stop the server, reload its certificates or read its counts.
 //!
 //! Layout: `driver` is the loop itself (poll, timers, effects, flush and reap), `io` drives
-//! one connection's reads and writes, `accept` admits new connections under the limits, and
-//! `control` handles signals, reloads and shutdown.
+//! one connection's reads and writes, `accept` admits new connections under the limits,
+//! `http` answers the endpoints (/health, /ready, /metrics, the status page), `activation`
+//! takes over systemd's sockets, and `control` handles signals, reloads and shutdown.
 
 mod accept;
+mod activation;
 mod control;
 mod driver;
+mod http;
 mod io;
 
 use std::net::SocketAddr;
@@ -25,9 +28,12 @@ use crate::error::Error;
 use crate::limits;
 use crate::tls;
 
-const SIGNALS: Token = Token(usize::MAX - 2);
-const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
+/// Listener `i` has token `FIRST_LISTENER - i`; connections count up from 0.
+const FIRST_LISTENER: usize = usize::MAX - 2;
+/// Most listening sockets (systemd may hand over several).
+const MAX_LISTENERS: usize = 16;
 
 /// File descriptors kept out of the connection count: the listener, epoll, the waker, the
 /// signal pipe, stdio, log files, and the connections being refused.
@@ -36,7 +42,10 @@ const RESERVED_FDS: u64 = 64;
 /// A sigver server bound to its address, ready to [`run`](Server::run).
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
+    /// The listeners came from systemd: on shutdown, leave new connections in their backlog
+    /// for the next process instead of answering them.
+    inherited: bool,
     local_addr: SocketAddr,
     waker: Arc<Waker>,
     shared: Arc<Shared>,
@@ -125,6 +134,12 @@ impl Server {
     /// see [`Server::local_addr`]. Without a configured connection limit, raises the soft
     /// open-file limit to the hard one and derives the limit from it.
     pub fn bind(config: Config) -> Result<Self, Error> {
+        // Before any descriptor of ours exists: see `inherited_listeners`.
+        let inherited = if config.socket_activation {
+            activation::inherited_listeners().map_err(Error::Activation)?
+        } else {
+            None
+        };
         let tls = match &config.tls {
             Some(files) => Some(tls::load(files).map_err(Error::Tls)?),
             None => None,
@@ -137,14 +152,27 @@ impl Server {
             }
         };
         let poll = Poll::new().map_err(Error::Poll)?;
-        let mut listener =
-            TcpListener::bind(config.addr).map_err(|e| Error::Bind(config.addr, e))?;
-        let local_addr = listener
+        let (mut listeners, inherited) = match inherited {
+            Some(l) => {
+                info!(
+                    "Socket activation: serving {} inherited listener(s); -h and -p are ignored",
+                    l.len()
+                );
+                (l, true)
+            }
+            None => {
+                let l = TcpListener::bind(config.addr).map_err(|e| Error::Bind(config.addr, e))?;
+                (vec![l], false)
+            }
+        };
+        let local_addr = listeners[0]
             .local_addr()
             .map_err(|e| Error::Bind(config.addr, e))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(Error::Poll)?;
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(listener, Token(FIRST_LISTENER - i), Interest::READABLE)
+                .map_err(Error::Poll)?;
+        }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::Poll)?);
         let signals = if config.handle_signals {
             let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(Error::Signals)?;
@@ -157,7 +185,8 @@ impl Server {
         };
         Ok(Self {
             poll,
-            listener,
+            listeners,
+            inherited,
             local_addr,
             waker,
             shared: Arc::default(),
@@ -168,7 +197,7 @@ impl Server {
         })
     }
 
-    /// The address actually bound.
+    /// The address actually bound (the first one, with several inherited listeners).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -191,7 +220,11 @@ impl Server {
             "Up to {} connections ({} per address)",
             self.max_connections, self.config.max_connections_per_ip
         );
-        info!("Signaling server is listening on {}", self.local_addr);
+        for listener in &self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                info!("Signaling server is listening on {addr}");
+            }
+        }
         driver::Driver::new(self).run()
     }
 }

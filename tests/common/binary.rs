@@ -18,14 +18,14 @@ impl Binary {
     pub fn start(args: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigver"));
         cmd.args(args);
-        Self::spawn(cmd)
+        Self::spawn_command(cmd)
     }
 
     /// Runs `script` with `sh -c`, where `$0` is the binary (to set a ulimit first, say).
     pub fn start_shell(script: &str) -> Self {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", script, env!("CARGO_BIN_EXE_sigver")]);
-        Self::spawn(cmd)
+        Self::spawn_command(cmd)
     }
 
     /// The process id.
@@ -33,7 +33,8 @@ impl Binary {
         self.child.id()
     }
 
-    fn spawn(mut cmd: Command) -> Self {
+    /// Starts a prepared command (its stderr is taken over).
+    pub fn spawn_command(mut cmd: Command) -> Self {
         let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -55,12 +56,13 @@ impl Binary {
     /// Waits for a line containing `needle`; returns it.
     pub fn wait_for(&self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no line containing {needle:?} within {WAIT:?}"),
+                Ok(line) => seen.push(line),
+                Err(e) => panic!("no line containing {needle:?} ({e}); the server said: {seen:#?}"),
             }
         }
     }

@@ -52,6 +52,11 @@ impl TestServer {
         }
     }
 
+    /// Asks the server to stop without waiting for it.
+    pub fn begin_stop(&self) {
+        self.handle.shutdown();
+    }
+
     /// What the server holds now (as of its last loop turn).
     pub fn stats(&self) -> sigver::Stats {
         self.handle.stats()

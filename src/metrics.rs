@@ -1,0 +1,382 @@
+//! The server's counters and their Prometheus text rendering (`GET /metrics`).
+//!
+//! Counters are plain integers owned by the loop (single-threaded: no atomics needed); gauges
+//! are read from the loop and the hub when a scrape is rendered. Every name is prefixed
+//! `sigver_`, counters end in `_total` and only ever go up.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::close::CloseReason;
+
+/// Why an upgrade did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// Not valid HTTP, or an upgrade missing a required part (400).
+    BadRequest,
+    /// A WebSocket version other than 13 (426).
+    WrongVersion,
+    /// The request head was over 8 KiB (431).
+    TooLarge,
+    /// The upgrade was not complete in time.
+    Timeout,
+    /// The TLS handshake failed (or plain text reached a TLS port).
+    Tls,
+    /// The client left, or the socket failed, before the upgrade completed.
+    ClosedEarly,
+    /// Over the connection limit (503).
+    RefusedFull,
+    /// Over the per-address limit (429).
+    RefusedPerAddress,
+}
+
+impl HandshakeFailure {
+    const ALL: [Self; 8] = [
+        Self::BadRequest,
+        Self::WrongVersion,
+        Self::TooLarge,
+        Self::Timeout,
+        Self::Tls,
+        Self::ClosedEarly,
+        Self::RefusedFull,
+        Self::RefusedPerAddress,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::WrongVersion => "wrong_version",
+            Self::TooLarge => "request_too_large",
+            Self::Timeout => "timeout",
+            Self::Tls => "tls",
+            Self::ClosedEarly => "closed_early",
+            Self::RefusedFull => "refused_full",
+            Self::RefusedPerAddress => "refused_per_address",
+        }
+    }
+}
+
+/// Which limit a connection ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `--max-message-size`
+    MessageSize,
+    /// `--max-send-queue`
+    SendQueue,
+    /// `--memory-budget`
+    MemoryBudget,
+    /// `--rate-limit`
+    Rate,
+    /// `--handshake-timeout`
+    HandshakeTimeout,
+    /// The 8 KiB request head.
+    RequestSize,
+    /// `--max-connections`
+    Connections,
+    /// `--max-connections-per-ip`
+    ConnectionsPerAddress,
+}
+
+impl Limit {
+    const ALL: [Self; 8] = [
+        Self::MessageSize,
+        Self::SendQueue,
+        Self::MemoryBudget,
+        Self::Rate,
+        Self::HandshakeTimeout,
+        Self::RequestSize,
+        Self::Connections,
+        Self::ConnectionsPerAddress,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::MessageSize => "max_message_size",
+            Self::SendQueue => "max_send_queue",
+            Self::MemoryBudget => "memory_budget",
+            Self::Rate => "rate_limit",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::RequestSize => "max_request_size",
+            Self::Connections => "max_connections",
+            Self::ConnectionsPerAddress => "max_connections_per_ip",
+        }
+    }
+}
+
+/// Upper bounds, in seconds, of the relay latency histogram's buckets: from a few
+/// microseconds (an idle server) to a second (a server far behind).
+const LATENCY_BUCKETS: [f64; 16] = [
+    5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
+    0.25, 1.0,
+];
+
+/// A Prometheus histogram with fixed buckets.
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    counts: [u64; LATENCY_BUCKETS.len() + 1],
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += seconds;
+    }
+}
+
+/// The loop's counters.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    accepted: u64,
+    upgrades: u64,
+    server_closes: [u64; CloseReason::ALL.len()],
+    client_closes: u64,
+    handshake_failures: [u64; HandshakeFailure::ALL.len()],
+    limit_hits: [u64; Limit::ALL.len()],
+    relay_latency: Histogram,
+}
+
+/// Values read at scrape time from the loop and the hub.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Open connections, upgrading ones included.
+    pub connections: usize,
+    /// Groups.
+    pub groups: usize,
+    /// Group members.
+    pub members: usize,
+    /// Joiners bound to a member.
+    pub bindings: usize,
+    /// Bytes queued for sending.
+    pub queued_bytes: usize,
+    /// Contents relayed since start (each forwarding counts once).
+    pub relayed_messages: u64,
+    /// Payload bytes relayed since start.
+    pub relayed_bytes: u64,
+    /// Peers closed for missed heartbeats since start.
+    pub heartbeat_timeouts: u64,
+    /// Seconds since the Unix epoch when the server started.
+    pub start_time: f64,
+    /// True while the server is stopping.
+    pub stopping: bool,
+}
+
+impl Metrics {
+    /// A connection was accepted.
+    pub fn on_accept(&mut self) {
+        self.accepted += 1;
+    }
+
+    /// A connection became a WebSocket.
+    pub fn on_upgrade(&mut self) {
+        self.upgrades += 1;
+    }
+
+    /// The server sent a close frame for `reason`.
+    pub fn on_server_close(&mut self, reason: CloseReason) {
+        self.server_closes[reason.index()] += 1;
+    }
+
+    /// A client sent a close frame.
+    pub fn on_client_close(&mut self) {
+        self.client_closes += 1;
+    }
+
+    /// An upgrade did not happen.
+    pub fn on_handshake_failure(&mut self, why: HandshakeFailure) {
+        if let Some(i) = HandshakeFailure::ALL.iter().position(|&f| f == why) {
+            self.handshake_failures[i] += 1;
+        }
+    }
+
+    /// A connection ran into a limit.
+    pub fn on_limit(&mut self, limit: Limit) {
+        if let Some(i) = Limit::ALL.iter().position(|&l| l == limit) {
+            self.limit_hits[i] += 1;
+        }
+    }
+
+    /// A relayed message spent `d` inside the server, from read to handed to the kernel.
+    pub fn on_relayed(&mut self, d: Duration) {
+        self.relay_latency.observe(d.as_secs_f64());
+    }
+
+    /// Contents relayed: the histogram's count, for the status page's rate.
+    pub fn relayed_observations(&self) -> u64 {
+        self.relay_latency.counts.iter().sum()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, g: &Gauges) -> String {
+        // Writing to a String cannot fail: the results of write! are ignored throughout.
+        let mut out = String::with_capacity(8 * 1024);
+        let _ = writeln!(
+            out,
+            "# HELP sigver_build_info Version of this server.\n# TYPE sigver_build_info gauge\nsigver_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let gauges: [(&str, &str, f64); 8] = [
+            (
+                "start_time_seconds",
+                "Start time of the server, seconds since the Unix epoch.",
+                g.start_time,
+            ),
+            (
+                "connections",
+                "Open connections, upgrading ones included.",
+                g.connections as f64,
+            ),
+            (
+                "groups",
+                "Groups (keys with at least one member).",
+                g.groups as f64,
+            ),
+            ("members", "Members of all groups.", g.members as f64),
+            (
+                "bindings",
+                "Joiners bound to a member (live relays).",
+                g.bindings as f64,
+            ),
+            (
+                "queued_bytes",
+                "Bytes queued for sending, over all connections.",
+                g.queued_bytes as f64,
+            ),
+            (
+                "ready",
+                "1 while the server accepts peers, 0 while it is stopping.",
+                if g.stopping { 0.0 } else { 1.0 },
+            ),
+            ("up", "1 while the event loop runs.", 1.0),
+        ];
+        for (name, help, value) in gauges {
+            let _ = write!(
+                out,
+                "# HELP sigver_{name} {help}\n# TYPE sigver_{name} gauge\nsigver_{name} {value}\n"
+            );
+        }
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "connections_accepted_total",
+                "TCP connections accepted.",
+                self.accepted,
+            ),
+            (
+                "upgrades_total",
+                "Connections that became WebSockets.",
+                self.upgrades,
+            ),
+            (
+                "messages_relayed_total",
+                "Contents relayed (each forwarding counts once).",
+                g.relayed_messages,
+            ),
+            (
+                "bytes_relayed_total",
+                "Payload bytes relayed.",
+                g.relayed_bytes,
+            ),
+            (
+                "heartbeat_timeouts_total",
+                "Peers closed for missed heartbeats (4742).",
+                g.heartbeat_timeouts,
+            ),
+            (
+                "client_closes_total",
+                "Close frames received from clients.",
+                self.client_closes,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = write!(
+                out,
+                "# HELP sigver_{name} {help}\n# TYPE sigver_{name} counter\nsigver_{name} {value}\n"
+            );
+        }
+        out.push_str("# HELP sigver_server_closes_total Close frames sent by the server, by code and reason.\n# TYPE sigver_server_closes_total counter\n");
+        for (reason, n) in CloseReason::ALL.iter().zip(self.server_closes) {
+            let _ = writeln!(
+                out,
+                "sigver_server_closes_total{{code=\"{}\",reason=\"{}\"}} {n}",
+                reason.close_code(),
+                reason.label()
+            );
+        }
+        out.push_str("# HELP sigver_handshake_failures_total Connections that did not become WebSockets, by reason.\n# TYPE sigver_handshake_failures_total counter\n");
+        for (why, n) in HandshakeFailure::ALL.iter().zip(self.handshake_failures) {
+            let _ = writeln!(
+                out,
+                "sigver_handshake_failures_total{{reason=\"{}\"}} {n}",
+                why.label()
+            );
+        }
+        out.push_str("# HELP sigver_limit_hits_total Connections that ran into a limit, by limit.\n# TYPE sigver_limit_hits_total counter\n");
+        for (limit, n) in Limit::ALL.iter().zip(self.limit_hits) {
+            let _ = writeln!(
+                out,
+                "sigver_limit_hits_total{{limit=\"{}\"}} {n}",
+                limit.label()
+            );
+        }
+        out.push_str("# HELP sigver_relay_latency_seconds Time a relayed message spends in the server, from read to handed to the kernel.\n# TYPE sigver_relay_latency_seconds histogram\n");
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(self.relay_latency.counts) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "sigver_relay_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.relay_latency.counts[LATENCY_BUCKETS.len()];
+        let _ = writeln!(
+            out,
+            "sigver_relay_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}\nsigver_relay_latency_seconds_sum {}\nsigver_relay_latency_seconds_count {cumulative}",
+            self.relay_latency.sum
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut m = Metrics::default();
+        for us in [1, 7, 7, 300, 2_000_000] {
+            m.on_relayed(Duration::from_micros(us));
+        }
+        let text = m.render(&Gauges::default());
+        assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"0.000005\"} 1\n"));
+        assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"0.00001\"} 3\n"));
+        assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"1\"} 4\n"));
+        assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"+Inf\"} 5\n"));
+        assert!(text.contains("sigver_relay_latency_seconds_count 5\n"));
+        assert_eq!(m.relayed_observations(), 5);
+    }
+
+    #[test]
+    fn every_family_has_help_and_type() {
+        let text = Metrics::default().render(&Gauges::default());
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            let family = if text.contains(&format!("# TYPE {name} ")) {
+                name
+            } else {
+                family
+            };
+            assert!(text.contains(&format!("# TYPE {family} ")), "{line}");
+            assert!(name.starts_with("sigver_"), "{line}");
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The HTTP endpoints on the WebSocket port (/health, /ready, /metrics, the status page),
+//! checked with a real Prometheus parser, and systemd socket activation with the real binary.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::binary::Binary;
+use common::*;
+
+/// Status line and body of a plain HTTP request.
+fn http(server: &TestServer, method: &str, path: &str) -> (String, String) {
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let answer = String::from_utf8(raw_exchange(server.addr, request.as_bytes())).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete answer");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// Parses an exposition with Python's `prometheus_client` (installed by `.ci/run`): every
+/// sample as `name{labels}` -> value. Fails the test if the text does not parse.
+fn prometheus(text: &str) -> BTreeMap<String, f64> {
+    let script = "import sys\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        for family in text_string_to_metric_families(sys.stdin.read()):\n\
+        \x20   for s in family.samples:\n\
+        \x20       labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n\
+        \x20       print(f'{s.name}{{{labels}}} {s.value!r}')\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejects the metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn scrape(server: &TestServer) -> (String, BTreeMap<String, f64>) {
+    let (status, body) = http(server, "GET", "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let samples = prometheus(&body);
+    (body, samples)
+}
+
+#[test]
+fn health_and_ready_answer_200() {
+    // Proves /health and /ready answer while the loop runs; HEAD gets no body.
+    let server = TestServer::start();
+    assert_eq!(
+        http(&server, "GET", "/health"),
+        ("HTTP/1.1 200 OK".into(), "ok\n".into())
+    );
+    assert_eq!(
+        http(&server, "GET", "/ready"),
+        ("HTTP/1.1 200 OK".into(), "ready\n".into())
+    );
+    assert_eq!(
+        http(&server, "HEAD", "/health"),
+        ("HTTP/1.1 200 OK".into(), String::new())
+    );
+}
+
+#[test]
+fn unknown_paths_get_404_and_other_methods_405() {
+    // Proves unknown paths are 404 (with a hint) and only GET and HEAD are served.
+    let server = TestServer::start();
+    let (status, body) = http(&server, "GET", "/no-such-page");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert!(body.contains("WebSocket"), "{body}");
+    assert_eq!(
+        http(&server, "POST", "/health").0,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+}
+
+#[test]
+fn an_upgrade_on_an_endpoint_path_is_still_a_group_key() {
+    // Proves the endpoints take only plain requests: a WebSocket on /metrics is the key "metrics".
+    let server = TestServer::start();
+    let mut a = server.peer("/metrics");
+    assert!(a.join(1, &[]));
+    let mut b = server.peer("/metrics");
+    assert!(!b.join(2, &[]));
+}
+
+#[test]
+fn metrics_parse_count_and_only_go_up() {
+    // Proves /metrics is valid Prometheus text with the promised families, that they count
+    // what happened, and that counters never go down.
+    let server = TestServer::start();
+    let (_, before) = scrape(&server);
+    let mut a = server.peer("/room");
+    assert!(a.join(1, &[]));
+    let mut b = server.peer("/room");
+    assert!(!b.join(2, &[]));
+    b.content(0, b"offer", false);
+    let (s, _, _) = a.recv_content();
+    a.content(s, b"answer!", false);
+    b.recv_content();
+    let mut bad = server.peer("/bad");
+    bad.send_raw(vec![0xff, 0xff]);
+    assert_eq!(bad.expect_close().code, 4743);
+    raw_exchange(server.addr, b"GARBAGE\r\n\r\n");
+
+    let (text, after) = scrape(&server);
+    let get = |k: &str| *after.get(k).unwrap_or_else(|| panic!("no {k} in\n{text}"));
+    assert_eq!(get("sigver_groups{}"), 1.0);
+    assert_eq!(get("sigver_members{}"), 1.0);
+    assert_eq!(get("sigver_bindings{}"), 1.0);
+    assert_eq!(get("sigver_messages_relayed_total{}"), 2.0);
+    assert_eq!(get("sigver_bytes_relayed_total{}"), 12.0);
+    assert_eq!(get("sigver_upgrades_total{}"), 3.0);
+    assert_eq!(
+        get("sigver_server_closes_total{code=4743,reason=bad_message}"),
+        1.0
+    );
+    assert_eq!(
+        get("sigver_handshake_failures_total{reason=bad_request}"),
+        1.0
+    );
+    assert_eq!(get("sigver_relay_latency_seconds_count{}"), 2.0);
+    let build_info = format!("sigver_build_info{{version={}}}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(get(&build_info), 1.0);
+    assert!(get("sigver_start_time_seconds{}") > 1.7e9);
+    assert!(get("sigver_connections{}") >= 2.0);
+    for family in [
+        "sigver_limit_hits_total{limit=rate_limit}",
+        "sigver_heartbeat_timeouts_total{}",
+        "sigver_client_closes_total{}",
+        "sigver_queued_bytes{}",
+        "sigver_ready{}",
+    ] {
+        get(family);
+    }
+    for (name, value) in &after {
+        if name.contains("_total") || name.contains("_bucket") || name.contains("_count") {
+            let old = before.get(name).copied().unwrap_or(0.0);
+            assert!(*value >= old, "{name} went down: {old} -> {value}");
+        }
+    }
+}
+
+#[test]
+fn metrics_and_status_page_are_for_allowed_clients_only() {
+    // Proves --metrics-allow: a client outside the ranges gets 403; health stays open.
+    let server = TestServer::with(|c| {
+        c.metrics_allow = sigver::allow::IpNet::parse_list("10.0.0.0/8").unwrap();
+    });
+    assert_eq!(http(&server, "GET", "/metrics").0, "HTTP/1.1 403 Forbidden");
+    assert_eq!(http(&server, "GET", "/").0, "HTTP/1.1 403 Forbidden");
+    assert_eq!(http(&server, "GET", "/health").0, "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn the_status_page_is_self_contained_and_names_no_key() {
+    // Proves GET / is a page with no outside asset, and neither it nor /metrics shows keys.
+    let server = TestServer::start();
+    let mut a = server.peer("/a-secret-room-name");
+    assert!(a.join(1, &[]));
+    let request = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let answer = String::from_utf8(raw_exchange(server.addr, request.as_bytes())).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(answer.contains("Content-Type: text/html"));
+    assert!(answer.contains("/metrics"), "the page reads /metrics");
+    for outside in ["http://", "https://", "src=\"//"] {
+        assert!(!answer.contains(outside), "outside asset: {outside}");
+    }
+    assert!(!answer.contains("secret-room"));
+    assert!(!scrape(&server).0.contains("secret-room"));
+}
+
+#[test]
+fn while_stopping_ready_is_503_and_upgrades_are_refused() {
+    // Proves /ready turns 503 during the graceful stop, /health stays 200, upgrades get 503.
+    let server = TestServer::with(|c| c.shutdown_grace = Duration::from_secs(20));
+    // Never reads: it will not answer the close, so the server stays in its grace period.
+    let _deaf = server.peer("/deaf");
+    server.begin_stop();
+    assert!(eventually(
+        || http(&server, "GET", "/ready").0 == "HTTP/1.1 503 Service Unavailable"
+    ));
+    assert_eq!(http(&server, "GET", "/health").0, "HTTP/1.1 200 OK");
+    let upgrade = "GET /k HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let answer = String::from_utf8(raw_exchange(server.addr, upgrade.as_bytes())).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+}
+
+#[test]
+fn socket_activation_serves_the_inherited_listener() {
+    // Proves the binary serves a listener handed over the way systemd does (fd 3,
+    // LISTEN_FDS, LISTEN_PID), ignoring -h and -p.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    // Let the listener survive exec (std opens it close-on-exec); the shell then moves it to
+    // descriptor 3, as systemd does. No pre_exec: the forked child must not touch std's fds.
+    // SAFETY: fcntl on a descriptor this test owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    // bash, not sh: dash cannot redirect descriptors above 9.
+    let mut cmd = Command::new("bash");
+    // -h names an address this machine does not have: binding it would fail.
+    let moved = if fd == 3 {
+        String::new() // already where systemd puts it
+    } else {
+        format!("exec 3<&{fd} {fd}<&-; ")
+    };
+    let script = format!("{moved}LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" -h 192.0.2.1 -p 1");
+    cmd.args(["-c", &script, env!("CARGO_BIN_EXE_sigver")]);
+    let bin = Binary::spawn_command(cmd);
+    bin.wait_for("Socket activation: serving 1 inherited listener(s)");
+    assert_eq!(bin.addr(), addr);
+    drop(listener); // the server holds its own copy
+    let mut a = Peer::connect(addr, "/activated");
+    assert!(a.join(1, &[]));
+    let mut b = Peer::connect(addr, "/activated");
+    assert!(!b.join(2, &[]));
+    b.content(0, b"via systemd", false);
+    assert_eq!(a.recv_content().2, b"via systemd");
+}
