@@ -5,7 +5,9 @@
 
 include!(concat!(env!("OUT_DIR"), "/sigver.rs"));
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{encode_varint, encoded_len_varint};
+#[cfg(test)]
 use prost::Message as _;
 
 pub use message::Type;
@@ -17,17 +19,42 @@ pub const CONNECTED_TRUE: Bytes = Bytes::from_static(&[0x20, 0x01]);
 /// `connected: false`: a oneof member is present even when false, so it is encoded (§2).
 pub const CONNECTED_FALSE: Bytes = Bytes::from_static(&[0x20, 0x00]);
 
-/// Encodes `content {senderId, recipientId, data}` (never `lastData`: it is not forwarded).
-pub fn encode_content(sender_id: u32, recipient_id: u32, data: Bytes) -> Bytes {
-    let msg = Message {
-        r#type: Some(Type::Content(Content {
-            sender_id,
-            recipient_id,
-            last_data: false,
-            data,
-        })),
+/// Encodes `content {senderId, recipientId, data}` (never `lastData`: it is not forwarded)
+/// into `buf` and splits it off. The bytes are those prost writes (fields in order, defaults
+/// omitted), without a message value or an allocation of their own: once the returned
+/// `Bytes` is dropped, `buf` reuses the space, so relaying allocates nothing per message.
+pub fn encode_content(buf: &mut BytesMut, sender_id: u32, recipient_id: u32, data: &[u8]) -> Bytes {
+    let field = |n: u32| encoded_len_varint(u64::from(n));
+    let inner = if sender_id != 0 {
+        1 + field(sender_id)
+    } else {
+        0
+    } + if recipient_id != 0 {
+        1 + field(recipient_id)
+    } else {
+        0
+    } + if data.is_empty() {
+        0
+    } else {
+        1 + encoded_len_varint(data.len() as u64) + data.len()
     };
-    Bytes::from(msg.encode_to_vec())
+    buf.reserve(1 + encoded_len_varint(inner as u64) + inner);
+    buf.put_u8(0x12); // field 2 (content), length-delimited
+    encode_varint(inner as u64, buf);
+    if sender_id != 0 {
+        buf.put_u8(0x08); // field 1 (senderId), varint
+        encode_varint(u64::from(sender_id), buf);
+    }
+    if recipient_id != 0 {
+        buf.put_u8(0x10); // field 2 (recipientId), varint
+        encode_varint(u64::from(recipient_id), buf);
+    }
+    if !data.is_empty() {
+        buf.put_u8(0x22); // field 4 (data), length-delimited
+        encode_varint(data.len() as u64, buf);
+        buf.put_slice(data);
+    }
+    buf.split().freeze()
 }
 
 #[cfg(test)]
@@ -45,13 +72,35 @@ mod tests {
         assert_eq!(CONNECTED_FALSE, encode(Type::Connected(false)));
     }
 
+    fn content(sender_id: u32, recipient_id: u32, data: &[u8]) -> Vec<u8> {
+        encode_content(&mut BytesMut::new(), sender_id, recipient_id, data).to_vec()
+    }
+
     #[test]
     fn empty_content_omits_defaults() {
         // Zero ids and empty data are absent on the wire: only the content tag and length.
-        assert_eq!(&encode_content(0, 0, Bytes::new())[..], &[0x12, 0x00]);
-        assert_eq!(
-            &encode_content(0, 7, Bytes::new())[..],
-            &[0x12, 0x02, 0x10, 0x07]
-        );
+        assert_eq!(content(0, 0, b""), [0x12, 0x00]);
+        assert_eq!(content(0, 7, b""), [0x12, 0x02, 0x10, 0x07]);
+    }
+
+    #[test]
+    fn content_is_encoded_as_prost_does() {
+        let ids = [0, 1, 127, 128, 300, 16_383, 16_384, (1 << 31) - 1, u32::MAX];
+        let sizes = [0, 1, 127, 128, 200, 16_384, 1 << 20];
+        let mut buf = BytesMut::new();
+        for &s in &ids {
+            for &r in &ids {
+                for &n in &sizes {
+                    let data = vec![0xab; n];
+                    let want = encode(Type::Content(Content {
+                        sender_id: s,
+                        recipient_id: r,
+                        last_data: false,
+                        data: Bytes::from(data.clone()),
+                    }));
+                    assert_eq!(encode_content(&mut buf, s, r, &data), want, "{s} {r} {n}");
+                }
+            }
+        }
     }
 }

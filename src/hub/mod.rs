@@ -13,7 +13,7 @@ mod tests;
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 
 use crate::close::CloseReason;
@@ -94,6 +94,8 @@ pub struct Hub {
     groups: HashMap<Box<[u8]>, Group>,
     ids: SignalingIds,
     counters: Counters,
+    /// Where forwarded messages are encoded; reused once the server has copied them out.
+    scratch: BytesMut,
 }
 
 /// What the hub has done since it started, for metrics. Counters only go up.
@@ -116,6 +118,7 @@ impl Hub {
             groups: HashMap::new(),
             ids: SignalingIds::new(seed),
             counters: Counters::default(),
+            scratch: BytesMut::new(),
         }
     }
 
@@ -255,7 +258,7 @@ impl Hub {
                 if b.to_member {
                     out.push(Effect::Send(
                         b.member,
-                        proto::encode_content(peer.signaling_id, 0, Bytes::new()),
+                        proto::encode_content(&mut self.scratch, peer.signaling_id, 0, &[]),
                     ));
                 }
             }
@@ -270,7 +273,7 @@ impl Hub {
                 let s = j.signaling_id;
                 out.push(Effect::Send(
                     joiner,
-                    proto::encode_content(0, s, Bytes::new()),
+                    proto::encode_content(&mut self.scratch, 0, s, &[]),
                 ));
             }
         }
@@ -292,7 +295,7 @@ impl Hub {
             b.to_member = !last_data;
             out.push(Effect::Send(
                 b.member,
-                proto::encode_content(signaling_id, 0, data.clone()),
+                proto::encode_content(&mut self.scratch, signaling_id, 0, &data),
             ));
             self.counters.relayed_messages += 1;
             self.counters.relayed_bytes += len;
@@ -308,7 +311,7 @@ impl Hub {
             b.to_joiner = !last_data;
             out.push(Effect::Send(
                 joiner,
-                proto::encode_content(0, recipient_id, data),
+                proto::encode_content(&mut self.scratch, 0, recipient_id, &data),
             ));
             self.counters.relayed_messages += 1;
             self.counters.relayed_bytes += len;
