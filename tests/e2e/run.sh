@@ -40,6 +40,6 @@ export TMPDIR
 trap 'rm -rf "$TMPDIR"' EXIT
 status=0
 timeout --foreground -s KILL "$limit" \
-  unshare --net --pid --fork --mount-proc --kill-child "$0" --inside || status=$?
+  unshare --net --pid --fork --mount-proc --kill-child "$BASH" "$here/run.sh" --inside || status=$?
 [ "$status" -ne 137 ] || echo "e2e: killed, probably at the ${limit} s limit" >&2
 exit "$status"
