@@ -5,7 +5,8 @@
 //! answer and leaves. With `--members K`, K members join first and stay (answering
 //! heartbeats); a session is then only J: connect, bound to member `n mod K`, offer, answer,
 //! leave. A session counts when all its sockets are closed after a clean close handshake.
-//! The server's resident memory is sampled every second, to show whether it stays flat.
+//! The server's resident memory is sampled every second, to show whether it stays flat: the
+//! growth reported is over the measured window, after the warmup (the series shows both).
 
 use hdrhistogram::Histogram;
 
@@ -171,15 +172,23 @@ impl Churn {
         if let Some(r) = self.rss_setup {
             j.num("rss_setup_kib", r as f64);
         }
-        let first = self.samples.first().map(|s| s.1);
-        let last = self.samples.last().map(|s| s.1);
-        let max = self.samples.iter().map(|s| s.1).max();
-        let slope = stats::slope(&self.samples);
+        // Memory is judged over the measured window; the series also shows the warmup.
+        let window: Vec<(f64, u64)> = self
+            .samples
+            .iter()
+            .copied()
+            .filter(|s| s.0 >= -0.5)
+            .collect();
+        let first = window.first().map(|s| s.1);
+        let last = window.last().map(|s| s.1);
+        let max = window.iter().map(|s| s.1).max();
+        let slope = stats::slope(&window);
         if let (Some(a), Some(b), Some(m)) = (first, last, max) {
             j.num("rss_first_kib", a as f64);
             j.num("rss_last_kib", b as f64);
             j.num("rss_max_kib", m as f64);
             j.num("rss_slope_kib_per_s", slope);
+            j.num("rss_growth_kib", b as f64 - a as f64);
             let series: Vec<String> = self
                 .samples
                 .iter()
@@ -322,8 +331,9 @@ impl Handler for Churn {
         let now = net.now;
         if self.stage >= Stage::Run && self.stage < Stage::Closing && now >= self.next_sample {
             if let Some(r) = self.o.pid.and_then(stats::rss_kib) {
-                if now >= self.warm_end && now <= self.end {
-                    let t = (now - self.warm_end) as f64 / 1e9;
+                if now <= self.end {
+                    // Seconds since the end of the warmup: negative during the warmup.
+                    let t = (now as f64 - self.warm_end as f64) / 1e9;
                     self.samples.push((t, r));
                 }
             }
@@ -347,7 +357,7 @@ impl Handler for Churn {
                     self.stage = Stage::Run;
                     self.warm_end = now + (self.o.warmup * 1e9) as u64;
                     self.end = self.warm_end + (self.o.seconds * 1e9) as u64;
-                    self.next_sample = self.warm_end;
+                    self.next_sample = now;
                     for slot in 0..self.o.concurrency {
                         if self.may_start(now) {
                             self.start(net, slot);
