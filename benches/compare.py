@@ -128,6 +128,20 @@ def install_original(orig_dir):
     return os.path.join(orig_dir, "node_modules", "sigver", bin_entry), pkg["version"]
 
 
+def bench_flags(binary):
+    """Turns off, when the binary has them, the abuse limits that a benchmark from one address
+    trips by design (messages per second per peer, connections per address): the original has
+    no such limits, and they would close the benchmark's own peers."""
+    usage = subprocess.run([binary, "--help"], text=True, capture_output=True).stdout
+    flags = []
+    for flag in ("--rate-limit", "--max-connections-per-ip"):
+        if flag in usage:
+            flags += [flag, "0"]
+    if flags:
+        log(f"ours runs with {' '.join(flags)}")
+    return flags
+
+
 class Server:
     """A server process on a free loopback port; `startup_ms` is the time from the start of
     the process to its listening line."""
@@ -594,7 +608,7 @@ def main():
     info = machine(node_version, orig_version)
     prefix = ["nice", "-n", str(args.nice)] if args.nice else []
     commands = {
-        "ours": prefix + [ours_bin],
+        "ours": prefix + [ours_bin] + bench_flags(ours_bin),
         "original": prefix + ["node", orig_js],
     }
     load = prefix + [load]
