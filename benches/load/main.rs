@@ -1,0 +1,244 @@
+//! A load generator for any sigver-protocol server (ours or the original), on loopback.
+//!
+//! It plays many sigver clients at once on one thread (mio, hand-written client framing, no
+//! allocation per message), stops by itself (every run is bounded in time and count), and
+//! prints one `RESULT {json}` line for scripts and one human line. See `--help`, and
+//! `benches/compare.py`, which runs every mode against both servers.
+//!
+//! # Layout
+//! - `net`: the connections, the poll loop and the `Handler` each mode implements.
+//! - `ws`, `pb`: WebSocket client framing and the sigver messages, by hand.
+//! - `relay`, `idle`, `churn`: the modes; `stats`: histograms, /proc readings, JSON.
+
+mod churn;
+mod idle;
+mod net;
+mod pb;
+mod relay;
+mod stats;
+mod ws;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+
+use net::{now_ns, Handler, Net};
+
+const HELP: &str = "\
+load: plays many sigver clients against a sigver-protocol server on loopback.
+
+USAGE:
+  cargo bench --bench load -- MODE --url ws://127.0.0.1:PORT [options]
+
+MODES:
+  relay      P member/joiner pairs relaying contents; messages relayed per second
+             and round-trip latency (closed loop, or open loop with --rate)
+  idle       N connections that join and answer heartbeats; handshakes per second
+             and the server's RSS per connection (with --pid)
+  churn      sessions: connect, join, one offer, one answer, leave; sessions per
+             second (with --members K: K long-lived members, joiners churn)
+  selftest   checks the client's framing and messages against the server crate's
+
+COMMON OPTIONS:
+  --url URL          ws://HOST:PORT of the server; HOST must be a loopback address
+  --pid PID          the server's process id: RSS and CPU time are read from /proc
+  --seconds S        measured time [relay 10, churn 10]
+  --warmup S         unmeasured time before it [1]
+  --tag TEXT         prefix of the group keys [a per-run nonce]
+  --json             print only the RESULT line
+
+RELAY:
+  --pairs P          member/joiner pairs, each on its own key [10]
+  --window W         contents in flight per pair, closed loop [1]
+  --rate R           open loop: R contents per second in all (each is a round
+                     trip: two messages relayed); 0 = closed loop [0]
+  --bytes B          data bytes per content, at least 8 [200]
+  --drain S          after the window, longest wait for answers in flight [3]
+
+IDLE:
+  --conns N          connections [1000]
+  --concurrency C    handshakes in progress at once [64]
+  --hold S           time to hold them all open (heartbeats every 5 s) [12]
+
+CHURN:
+  --concurrency C    sessions at once [32]
+  --members K        long-lived members; 0 = each session founds its own group [0]
+  --bytes B          offer size [200]
+  --max-sessions M   stop starting sessions after M [10000000]
+";
+
+/// Hard caps, so that a typo cannot start an unbounded run.
+const MAX_SECONDS: f64 = 3600.0;
+const MAX_CONNS: usize = 60_000;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_url(url: &str) -> Result<SocketAddr, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("--url {url}: only ws:// URLs are supported"))?;
+    let hostport = rest.trim_end_matches('/');
+    let addr = hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("--url {url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--url {url}: no address"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "--url {url}: load goes to loopback addresses only (127.0.0.0/8, ::1)"
+        ));
+    }
+    Ok(addr)
+}
+
+fn seconds(v: f64, name: &str) -> Result<f64, String> {
+    if (0.0..=MAX_SECONDS).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{name} {v}: must be between 0 and {MAX_SECONDS}"))
+    }
+}
+
+fn count(v: usize, name: &str, max: usize) -> Result<usize, String> {
+    if (1..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{name} {v}: must be between 1 and {max}"))
+    }
+}
+
+fn run() -> Result<bool, String> {
+    let mut args = pico_args::Arguments::from_env();
+    // `cargo bench` passes --bench to every bench target.
+    let _ = args.contains("--bench");
+    if args.contains(["-h", "--help"]) {
+        print!("{HELP}");
+        return Ok(true);
+    }
+    let mode: String = args
+        .free_from_str()
+        .map_err(|_| format!("no mode\n\n{HELP}"))?;
+    if mode == "selftest" {
+        pb::selftest();
+        ws::selftest();
+        println!("selftest: framing and messages match tungstenite and prost");
+        return Ok(true);
+    }
+    let e = |e: pico_args::Error| e.to_string();
+    let url: String = args.value_from_str("--url").map_err(e)?;
+    let addr = parse_url(&url)?;
+    let pid: Option<u32> = args.opt_value_from_str("--pid").map_err(e)?;
+    let warmup = seconds(opt(&mut args, "--warmup", 1.0)?, "--warmup")?;
+    let secs = seconds(opt(&mut args, "--seconds", 10.0)?, "--seconds")?;
+    let json_only = args.contains("--json");
+    let prefix: String = args
+        .opt_value_from_str("--tag")
+        .map_err(e)?
+        .unwrap_or_else(|| format!("load{:x}", now_ns() % 0xffff_ffff));
+    enum Mode {
+        Relay(relay::Opts),
+        Idle(idle::Opts),
+        Churn(churn::Opts),
+    }
+    let mode = match mode.as_str() {
+        "relay" => Mode::Relay(relay::Opts {
+            pairs: count(opt(&mut args, "--pairs", 10)?, "--pairs", MAX_CONNS / 2)?,
+            window: count(opt(&mut args, "--window", 1)?, "--window", 4096)?,
+            rate: opt(&mut args, "--rate", 0.0f64)?.clamp(0.0, 1e7),
+            bytes: count(opt(&mut args, "--bytes", 200)?, "--bytes", 1 << 20)?.max(8),
+            warmup,
+            seconds: secs,
+            drain: seconds(opt(&mut args, "--drain", 3.0)?, "--drain")?,
+            pid,
+            prefix,
+        }),
+        "idle" => Mode::Idle(idle::Opts {
+            conns: count(opt(&mut args, "--conns", 1000)?, "--conns", MAX_CONNS)?,
+            concurrency: count(
+                opt(&mut args, "--concurrency", 64)?,
+                "--concurrency",
+                MAX_CONNS,
+            )?,
+            hold: seconds(opt(&mut args, "--hold", 12.0)?, "--hold")?,
+            pid,
+            prefix,
+        }),
+        "churn" => Mode::Churn(churn::Opts {
+            concurrency: count(
+                opt(&mut args, "--concurrency", 32)?,
+                "--concurrency",
+                MAX_CONNS / 2,
+            )?,
+            members: opt(&mut args, "--members", 0usize)?.min(MAX_CONNS / 2),
+            bytes: count(opt(&mut args, "--bytes", 200)?, "--bytes", 1 << 20)?,
+            warmup,
+            seconds: secs,
+            max_sessions: opt(&mut args, "--max-sessions", 10_000_000u64)?,
+            pid,
+            prefix,
+        }),
+        other => return Err(format!("unknown mode {other:?}\n\n{HELP}")),
+    };
+    let rest = args.finish();
+    if !rest.is_empty() {
+        return Err(format!("unknown arguments: {rest:?}"));
+    }
+    let mut net = Net::new(addr).map_err(|e| format!("cannot start the poll: {e}"))?;
+    // Setting up (connecting, joining) may take this long on top of the measured time.
+    let setup = 60.0;
+    let (result, human, completed) = match mode {
+        Mode::Relay(o) => {
+            let limit = setup + o.warmup + o.seconds + o.drain + 10.0;
+            let mut h = relay::Relay::new(o);
+            let completed = drive(&mut net, &mut h, limit)?;
+            let (r, m) = h.report(&net, completed);
+            (r, m, completed)
+        }
+        Mode::Idle(o) => {
+            let limit = setup + o.hold + 15.0;
+            let mut h = idle::Idle::new(o);
+            let completed = drive(&mut net, &mut h, limit)?;
+            let (r, m) = h.report(&net, completed);
+            (r, m, completed)
+        }
+        Mode::Churn(o) => {
+            let limit = setup + o.warmup + o.seconds + 20.0;
+            let mut h = churn::Churn::new(o);
+            let completed = drive(&mut net, &mut h, limit)?;
+            let (r, m) = h.report(&net, completed);
+            (r, m, completed)
+        }
+    };
+    println!("RESULT {result}");
+    if !json_only {
+        println!("{human}");
+    }
+    Ok(completed && result.contains("\"ok\":true"))
+}
+
+fn opt<T: std::str::FromStr>(
+    args: &mut pico_args::Arguments,
+    name: &'static str,
+    default: T,
+) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    Ok(args
+        .opt_value_from_str(name)
+        .map_err(|e| e.to_string())?
+        .unwrap_or(default))
+}
+
+fn drive<H: Handler>(net: &mut Net, h: &mut H, limit: f64) -> Result<bool, String> {
+    let until = now_ns() + (limit * 1e9) as u64;
+    net.run(h, until).map_err(|e| format!("poll failed: {e}"))
+}

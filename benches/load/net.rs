@@ -1,0 +1,706 @@
+//! The client engine: many WebSocket connections on one thread and one mio `Poll`, driving a
+//! [`Handler`] (one per mode) with decoded sigver messages.
+//!
+//! Each connection goes Connecting -> Upgrading -> Open -> Closing -> Dead. Reads land in one
+//! shared scratch buffer and frames are decoded in place; only a partial frame is copied into
+//! the connection's own buffer. Writes are appended to the connection's output buffer (its
+//! capacity is kept, so no allocation per message) and flushed once per loop turn, so many
+//! messages to one socket leave in one system call. Heartbeats and pings are answered here.
+//! Connections are removed at the end of a turn, then the handler hears `on_closed`.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::pb::{self, Msg};
+use crate::ws;
+
+/// Bytes read from a socket per `read` call (one buffer for all connections).
+const SCRATCH: usize = 256 * 1024;
+/// Reads from one socket per loop turn before others get their turn.
+const MAX_READS_PER_TURN: usize = 8;
+/// Largest frame accepted from a server.
+const MAX_FRAME: usize = 4 << 20;
+/// Time a connection has to connect and upgrade.
+const CONNECT_TIMEOUT: u64 = 10_000_000_000;
+/// Time a close handshake may take before the socket is dropped.
+const CLOSE_TIMEOUT: u64 = 3_000_000_000;
+/// Token of the timer fd.
+const TIMER: Token = Token(usize::MAX);
+
+/// Nanoseconds on the monotonic clock (the clock `Instant` uses and the timer fd reads).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// What a mode does with its connections.
+pub trait Handler {
+    /// The upgrade of connection `c` succeeded.
+    fn on_open(&mut self, net: &mut Net, c: usize);
+    /// A sigver message (other than a heartbeat) arrived on open connection `c`.
+    fn on_message(&mut self, net: &mut Net, c: usize, msg: Msg<'_>);
+    /// Connection `c` is gone (its slot may be reused from now on).
+    fn on_closed(&mut self, net: &mut Net, c: usize, how: Closed);
+    /// Called once per loop turn; returns the next time (ns) it wants to be called, if any.
+    fn on_tick(&mut self, net: &mut Net) -> Option<u64>;
+    /// True when the run is over.
+    fn done(&self) -> bool;
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Closed {
+    /// The handler's tag for the connection.
+    pub tag: usize,
+    /// The close code the server sent, if it sent a close frame.
+    pub code: Option<u16>,
+    /// We sent the first close frame.
+    pub we_closed: bool,
+    /// Why the socket failed, when it did not end with a close handshake and the server's
+    /// end of stream.
+    pub error: Option<&'static str>,
+}
+
+/// Counters of everything that went wrong, over the whole run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    /// Connections opened.
+    pub connects: u64,
+    /// Failed before the upgrade completed (refused, timeout, bad answer).
+    pub connect_failures: u64,
+    /// Server frames or messages that broke the rules.
+    pub protocol_errors: u64,
+    /// Sockets that failed or ended without a close handshake.
+    pub socket_errors: u64,
+    /// Close handshakes that did not finish in time.
+    pub close_timeouts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Upgrading,
+    Open,
+    Closing,
+    Dead,
+}
+
+struct Conn {
+    /// `None` when the connect call itself failed (no port or descriptor left).
+    sock: Option<TcpStream>,
+    gen: u32,
+    tag: usize,
+    phase: Phase,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    dirty: bool,
+    key: [u8; 4],
+    we_closed: bool,
+    code: Option<u16>,
+    error: Option<&'static str>,
+}
+
+/// The connections and the poll. See the module documentation.
+pub struct Net {
+    poll: Poll,
+    addr: SocketAddr,
+    host: String,
+    conns: Slab<Conn>,
+    next_gen: u32,
+    dirty: Vec<usize>,
+    again: Vec<(usize, bool)>,
+    gone: Vec<usize>,
+    scratch: Vec<u8>,
+    /// (deadline, slot, generation), in deadline order: the timeout is constant.
+    connect_deadlines: VecDeque<(u64, usize, u32)>,
+    close_deadlines: VecDeque<(u64, usize, u32)>,
+    timer: RawFd,
+    timer_armed: u64,
+    rng: u64,
+    /// Time of this loop turn (ns), refreshed after each poll and each read.
+    pub now: u64,
+    /// What went wrong so far.
+    pub counters: Counters,
+}
+
+impl Net {
+    /// A client of the server at `addr`.
+    pub fn new(addr: SocketAddr) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        // SAFETY: plain system calls with valid constant arguments.
+        let timer = unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1);
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if timer < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        poll.registry()
+            .register(&mut SourceFd(&timer), TIMER, Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            addr,
+            host: addr.to_string(),
+            conns: Slab::new(),
+            next_gen: 0,
+            dirty: Vec::new(),
+            again: Vec::new(),
+            gone: Vec::new(),
+            scratch: vec![0; SCRATCH],
+            connect_deadlines: VecDeque::new(),
+            close_deadlines: VecDeque::new(),
+            timer,
+            timer_armed: 0,
+            rng: now_ns() | 1,
+            now: now_ns(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Number of connections, in any phase.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// True when connection `c` exists and is open.
+    pub fn is_open(&self, c: usize) -> bool {
+        self.conns.get(c).is_some_and(|c| c.phase == Phase::Open)
+    }
+
+    /// The tag given to `connect`.
+    pub fn tag(&self, c: usize) -> usize {
+        self.conns[c].tag
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Opens a connection to `/path` (without the leading slash); `on_open` follows, or
+    /// `on_closed` with an error.
+    pub fn connect(&mut self, path: &str, tag: usize) -> usize {
+        self.counters.connects += 1;
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let key = (self.rand() as u32).to_ne_bytes();
+        let entry = self.conns.vacant_entry();
+        let c = entry.key();
+        let mut failed = None;
+        let sock = match TcpStream::connect(self.addr) {
+            Ok(mut sock) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut sock, Token(c), interest)
+                    .is_err()
+                {
+                    failed = Some("register");
+                }
+                let _ = sock.set_nodelay(true);
+                Some(sock)
+            }
+            Err(_) => {
+                failed = Some("connect");
+                None
+            }
+        };
+        let mut out = Vec::with_capacity(256);
+        ws::put_request(&mut out, &self.host, path);
+        entry.insert(Conn {
+            sock,
+            gen,
+            tag,
+            phase: Phase::Connecting,
+            inbuf: Vec::new(),
+            out,
+            out_pos: 0,
+            dirty: false,
+            key,
+            we_closed: false,
+            code: None,
+            error: None,
+        });
+        self.connect_deadlines
+            .push_back((self.now + CONNECT_TIMEOUT, c, gen));
+        if let Some(e) = failed {
+            self.fail(c, e);
+        }
+        c
+    }
+
+    fn mark_dirty(&mut self, c: usize) {
+        let conn = &mut self.conns[c];
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(c);
+        }
+    }
+
+    /// Queues one binary frame holding a `content {senderId, recipientId, data}` whose data
+    /// is the concatenation of `parts`. Ignored unless the connection is open.
+    pub fn send_content(&mut self, c: usize, sender: u32, recipient: u32, parts: &[&[u8]]) {
+        let Some(conn) = self.conns.get_mut(c).filter(|c| c.phase == Phase::Open) else {
+            return;
+        };
+        let data_len = parts.iter().map(|p| p.len()).sum();
+        let len = pb::content_len(sender, recipient, data_len);
+        let start = ws::put_header(&mut conn.out, ws::OP_BINARY, len, conn.key);
+        pb::put_content_head(&mut conn.out, sender, recipient, data_len);
+        for p in parts {
+            conn.out.extend_from_slice(p);
+        }
+        ws::mask(&mut conn.out[start..], conn.key);
+        self.mark_dirty(c);
+    }
+
+    /// Queues a `connect {id, members}`. Ignored unless the connection is open.
+    pub fn send_connect(&mut self, c: usize, id: u32, members: &[u32]) {
+        let Some(conn) = self.conns.get_mut(c).filter(|c| c.phase == Phase::Open) else {
+            return;
+        };
+        let len = pb::connect_len(id, members);
+        let start = ws::put_header(&mut conn.out, ws::OP_BINARY, len, conn.key);
+        pb::put_connect(&mut conn.out, id, members);
+        ws::mask(&mut conn.out[start..], conn.key);
+        self.mark_dirty(c);
+    }
+
+    fn send_frame(&mut self, c: usize, opcode: u8, payload: &[u8]) {
+        let conn = &mut self.conns[c];
+        let start = ws::put_header(&mut conn.out, opcode, payload.len(), conn.key);
+        conn.out.extend_from_slice(payload);
+        ws::mask(&mut conn.out[start..], conn.key);
+        self.mark_dirty(c);
+    }
+
+    /// Starts the close handshake (code 1000); `on_closed` follows once the server has
+    /// answered and hung up. A connection not open yet is dropped.
+    pub fn close(&mut self, c: usize) {
+        let Some(conn) = self.conns.get_mut(c) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Open => {
+                conn.we_closed = true;
+                conn.phase = Phase::Closing;
+                let gen = conn.gen;
+                self.send_frame(c, ws::OP_CLOSE, &1000u16.to_be_bytes());
+                self.close_deadlines
+                    .push_back((self.now + CLOSE_TIMEOUT, c, gen));
+            }
+            Phase::Connecting | Phase::Upgrading => {
+                conn.we_closed = true;
+                self.finish(c);
+            }
+            Phase::Closing | Phase::Dead => {}
+        }
+    }
+
+    /// Drops the socket now, with `error`; `on_closed` follows at the end of the turn.
+    fn fail(&mut self, c: usize, error: &'static str) {
+        if let Some(conn) = self.conns.get_mut(c) {
+            if conn.phase != Phase::Dead {
+                conn.error = Some(error);
+                match conn.phase {
+                    Phase::Connecting | Phase::Upgrading => self.counters.connect_failures += 1,
+                    _ => self.counters.socket_errors += 1,
+                }
+                self.finish(c);
+            }
+        }
+    }
+
+    fn finish(&mut self, c: usize) {
+        let conn = &mut self.conns[c];
+        if conn.phase != Phase::Dead {
+            conn.phase = Phase::Dead;
+            if let Some(sock) = conn.sock.as_mut() {
+                let _ = self.poll.registry().deregister(sock);
+            }
+            self.gone.push(c);
+        }
+    }
+
+    fn arm_timer(&mut self, at: Option<u64>) {
+        let at = at.unwrap_or(0);
+        if at == self.timer_armed {
+            return;
+        }
+        self.timer_armed = at;
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (at / 1_000_000_000) as libc::time_t,
+                tv_nsec: (at % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: a valid timer fd and a valid itimerspec; at == 0 disarms it.
+        unsafe {
+            libc::timerfd_settime(
+                self.timer,
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
+    fn on_ready<H: Handler>(&mut self, h: &mut H, c: usize, writable: bool, hup: bool) {
+        let Some(conn) = self.conns.get_mut(c) else {
+            return;
+        };
+        let Some(sock) = conn.sock.as_ref() else {
+            return;
+        };
+        match conn.phase {
+            Phase::Dead => return,
+            Phase::Connecting => {
+                match sock.take_error() {
+                    Ok(None) => {}
+                    Ok(Some(_)) | Err(_) => return self.fail(c, "connect"),
+                }
+                match sock.peer_addr() {
+                    Ok(_) => {
+                        conn.phase = Phase::Upgrading;
+                        self.mark_dirty(c);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(_) => return self.fail(c, "connect"),
+                }
+            }
+            _ => {
+                if writable && conn.out.len() > conn.out_pos {
+                    self.mark_dirty(c);
+                }
+            }
+        }
+        self.read(h, c, hup);
+    }
+
+    /// Reads until the socket is drained (or the per-turn cap) and handles what came.
+    fn read<H: Handler>(&mut self, h: &mut H, c: usize, hup: bool) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut capped = true;
+        for _ in 0..MAX_READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(c) else {
+                capped = false;
+                break;
+            };
+            let (Some(sock), Phase::Upgrading | Phase::Open | Phase::Closing) =
+                (conn.sock.as_mut(), conn.phase)
+            else {
+                capped = false;
+                break;
+            };
+            match sock.read(&mut scratch) {
+                Ok(0) => {
+                    match conn.phase {
+                        Phase::Closing => self.finish(c),
+                        _ => self.fail(c, "end of stream"),
+                    }
+                    capped = false;
+                    break;
+                }
+                Ok(n) => {
+                    self.now = now_ns();
+                    self.on_bytes(h, c, &scratch[..n]);
+                    if n < scratch.len() && !hup {
+                        // A short read drained the socket: bytes that come later raise a new
+                        // edge, so no read is spent to see WouldBlock (tokio does the same).
+                        // Not so for an end of stream that came with the same event: then
+                        // only reading on until 0 sees it.
+                        capped = false;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    capped = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    match conn.phase {
+                        Phase::Closing => self.finish(c),
+                        _ => self.fail(c, "read error"),
+                    }
+                    capped = false;
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+        if capped {
+            // The cap stopped us before the socket was drained: go on next turn.
+            self.again.push((c, hup));
+        }
+    }
+
+    fn on_bytes<H: Handler>(&mut self, h: &mut H, c: usize, data: &[u8]) {
+        let conn = &mut self.conns[c];
+        if conn.phase == Phase::Upgrading {
+            conn.inbuf.extend_from_slice(data);
+            match ws::parse_response(&conn.inbuf) {
+                ws::Upgrade::Partial => return,
+                ws::Upgrade::Refused => return self.fail(c, "upgrade refused"),
+                ws::Upgrade::Done(head) => {
+                    conn.inbuf.drain(..head);
+                    conn.phase = Phase::Open;
+                    h.on_open(self, c);
+                    let buf = std::mem::take(&mut self.conns[c].inbuf);
+                    let used = self.on_frames(h, c, &buf);
+                    let conn = &mut self.conns[c];
+                    conn.inbuf = buf;
+                    conn.inbuf.drain(..used);
+                    return;
+                }
+            }
+        }
+        if conn.inbuf.is_empty() {
+            let used = self.on_frames(h, c, data);
+            if used < data.len() {
+                if let Some(conn) = self.conns.get_mut(c).filter(|c| c.phase != Phase::Dead) {
+                    conn.inbuf.extend_from_slice(&data[used..]);
+                }
+            }
+        } else {
+            conn.inbuf.extend_from_slice(data);
+            let buf = std::mem::take(&mut conn.inbuf);
+            let used = self.on_frames(h, c, &buf);
+            let conn = &mut self.conns[c];
+            conn.inbuf = buf;
+            conn.inbuf.drain(..used);
+        }
+    }
+
+    /// Handles every complete frame in `buf`; returns the bytes used.
+    fn on_frames<H: Handler>(&mut self, h: &mut H, c: usize, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            if self.conns[c].phase == Phase::Dead {
+                return buf.len();
+            }
+            let frame = match ws::parse_frame(&buf[pos..], MAX_FRAME) {
+                Ok(Some(f)) => f,
+                Ok(None) => return pos,
+                Err(e) => {
+                    self.counters.protocol_errors += 1;
+                    self.fail(c, e);
+                    return buf.len();
+                }
+            };
+            let payload = &buf[pos + frame.start..pos + frame.end];
+            pos += frame.end;
+            if !frame.fin && frame.opcode != ws::OP_PING {
+                // Servers do not fragment small messages; a fragment is not expected.
+                self.counters.protocol_errors += 1;
+                self.fail(c, "fragmented frame");
+                return buf.len();
+            }
+            let open = self.conns[c].phase == Phase::Open;
+            match frame.opcode {
+                ws::OP_BINARY if open => match pb::decode(payload) {
+                    Some(Msg::Heartbeat) => self.send_frame(c, ws::OP_BINARY, &pb::HEARTBEAT),
+                    Some(msg) => h.on_message(self, c, msg),
+                    None => self.counters.protocol_errors += 1,
+                },
+                ws::OP_BINARY => {}
+                ws::OP_CLOSE => {
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let conn = &mut self.conns[c];
+                    conn.code = code;
+                    if conn.phase == Phase::Open {
+                        // Echo the code (RFC 6455 §5.5.1), then wait for the server to hang up.
+                        conn.phase = Phase::Closing;
+                        let gen = conn.gen;
+                        let echo = code.map(u16::to_be_bytes);
+                        self.send_frame(c, ws::OP_CLOSE, echo.as_ref().map_or(&[][..], |e| &e[..]));
+                        self.close_deadlines
+                            .push_back((self.now + CLOSE_TIMEOUT, c, gen));
+                    }
+                }
+                ws::OP_PING => {
+                    if open {
+                        self.send_frame(c, ws::OP_PONG, payload);
+                    }
+                }
+                ws::OP_PONG => {}
+                _ => {
+                    self.counters.protocol_errors += 1;
+                    self.fail(c, "unexpected frame");
+                    return buf.len();
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for c in std::mem::take(&mut self.dirty) {
+            let Some(conn) = self.conns.get_mut(c) else {
+                continue;
+            };
+            conn.dirty = false;
+            let Some(sock) = conn.sock.as_mut() else {
+                continue;
+            };
+            if matches!(conn.phase, Phase::Connecting | Phase::Dead) {
+                continue;
+            }
+            let mut failed = false;
+            while conn.out_pos < conn.out.len() {
+                match sock.write(&conn.out[conn.out_pos..]) {
+                    Ok(n) => conn.out_pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if conn.out_pos == conn.out.len() {
+                conn.out.clear();
+                conn.out_pos = 0;
+            }
+            if failed {
+                if conn.phase == Phase::Closing {
+                    self.finish(c);
+                } else {
+                    self.fail(c, "write error");
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        while let Some(&(at, c, gen)) = self.connect_deadlines.front() {
+            if at > self.now {
+                break;
+            }
+            self.connect_deadlines.pop_front();
+            if self.conns.get(c).is_some_and(|x| {
+                x.gen == gen && matches!(x.phase, Phase::Connecting | Phase::Upgrading)
+            }) {
+                self.fail(c, "connect timeout");
+            }
+        }
+        while let Some(&(at, c, gen)) = self.close_deadlines.front() {
+            if at > self.now {
+                break;
+            }
+            self.close_deadlines.pop_front();
+            if let Some(conn) = self
+                .conns
+                .get_mut(c)
+                .filter(|x| x.gen == gen && x.phase == Phase::Closing)
+            {
+                conn.error = Some("close timeout");
+                self.counters.close_timeouts += 1;
+                self.finish(c);
+            }
+        }
+    }
+
+    fn reap<H: Handler>(&mut self, h: &mut H) {
+        while !self.gone.is_empty() {
+            for c in std::mem::take(&mut self.gone) {
+                let conn = self.conns.remove(c);
+                let how = Closed {
+                    tag: conn.tag,
+                    code: conn.code,
+                    we_closed: conn.we_closed,
+                    error: conn.error,
+                };
+                drop(conn);
+                h.on_closed(self, c, how);
+            }
+            self.flush();
+        }
+    }
+
+    /// Runs the handler until it is done or `until` (ns) passes; false on the time limit.
+    pub fn run<H: Handler>(&mut self, h: &mut H, until: u64) -> io::Result<bool> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.now = now_ns();
+            let wake = h.on_tick(self);
+            self.flush();
+            self.reap(h);
+            if h.done() {
+                return Ok(true);
+            }
+            if self.now >= until {
+                return Ok(false);
+            }
+            self.arm_timer(wake);
+            let timeout = if self.again.is_empty() {
+                // Coarse deadlines (connect, close, the run's end) wake the loop at least
+                // every 10 ms; precise ones come from the timer fd.
+                Some(Duration::from_millis(10))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.now = now_ns();
+            for (c, hup) in std::mem::take(&mut self.again) {
+                self.read(h, c, hup);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    TIMER => {
+                        let mut ticks = 0u64;
+                        // SAFETY: reading 8 bytes into a u64 from our own non-blocking timer fd.
+                        unsafe {
+                            libc::read(self.timer, (&mut ticks as *mut u64).cast(), 8);
+                        }
+                        self.timer_armed = 0;
+                    }
+                    Token(c) => self.on_ready(
+                        h,
+                        c,
+                        event.is_writable(),
+                        event.is_read_closed() || event.is_error(),
+                    ),
+                }
+            }
+            self.expire();
+            self.flush();
+            self.reap(h);
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // SAFETY: the timer fd is ours and closed once.
+        unsafe { libc::close(self.timer) };
+    }
+}
