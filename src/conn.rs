@@ -319,6 +319,17 @@ impl Conn {
         }
     }
 
+    /// The socket reported readable: reads may find data again.
+    pub fn on_readable(&mut self) {
+        match &mut self.phase {
+            Phase::Request { stream, .. }
+            | Phase::Respond { stream, .. }
+            | Phase::Linger(stream) => stream.on_readable(),
+            Phase::Open(ws) | Phase::Closing(ws) | Phase::Failing(ws) => ws.get_mut().on_readable(),
+            Phase::Done => {}
+        }
+    }
+
     /// Bytes handed for sending that the transport has not taken yet.
     pub fn queued(&self) -> usize {
         let written = match &self.phase {
@@ -380,7 +391,8 @@ impl Conn {
             Phase::Done => return false,
         };
         let mut stream = stream;
-        stream.close_write();
+        // A plain socket needs no shutdown before close: close sends the FIN.
+        stream.close_notify();
         // Ignored failure: the fd is closed right after, which removes it from epoll anyway.
         let _ = registry.deregister(stream.tcp());
         true

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mio::net::TcpStream;
+use crate::transport::Socket;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
@@ -100,7 +100,7 @@ pub struct TlsStream {
     /// The TLS state.
     pub conn: ServerConnection,
     /// The socket.
-    pub sock: TcpStream,
+    pub sock: Socket,
 }
 
 impl TlsStream {

@@ -1,6 +1,10 @@
 //! The byte stream under a connection: plain TCP (`ws://`) or rustls over TCP (`wss://`).
 //! Whatever the variant, it is non-blocking, never reports a full socket as `Ok(0)`, and
 //! counts the bytes it accepted for writing, so the server knows how much is still queued.
+//!
+//! [`Socket`] saves the system call that only learns "nothing more": a TCP read that returns
+//! less than asked has emptied the receive queue, and with edge-triggered epoll new data
+//! brings a new readable event; so until that event, reads answer `WouldBlock` at once.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -18,15 +22,67 @@ pub struct Transport {
 
 #[derive(Debug)]
 enum Stream {
-    Plain(TcpStream),
+    Plain(Socket),
     Tls(Box<TlsStream>),
+}
+
+/// A non-blocking TCP socket that remembers when its receive queue was seen empty.
+#[derive(Debug)]
+pub struct Socket {
+    tcp: TcpStream,
+    /// The last read emptied the receive queue; cleared by the next readable event.
+    drained: bool,
+}
+
+impl Socket {
+    /// Wraps an accepted socket.
+    pub fn new(tcp: TcpStream) -> Self {
+        Self {
+            tcp,
+            drained: false,
+        }
+    }
+
+    /// The TCP socket itself.
+    pub fn tcp(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.drained {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match self.tcp.read(buf) {
+            Ok(n) => {
+                // Short, or end of stream: nothing is left until the next readable event.
+                self.drained = n < buf.len();
+                Ok(n)
+            }
+            Err(e) => {
+                self.drained = e.kind() == io::ErrorKind::WouldBlock;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 impl Transport {
     /// `ws://` over this socket.
     pub fn plain(socket: TcpStream) -> Self {
         Self {
-            stream: Stream::Plain(socket),
+            stream: Stream::Plain(Socket::new(socket)),
             written: 0,
         }
     }
@@ -47,20 +103,35 @@ impl Transport {
 
     /// The TCP socket, for registration with the poll.
     pub fn tcp(&mut self) -> &mut TcpStream {
+        self.socket().tcp()
+    }
+
+    fn socket(&mut self) -> &mut Socket {
         match &mut self.stream {
             Stream::Plain(s) => s,
             Stream::Tls(t) => &mut t.sock,
         }
     }
 
-    /// Ends the write side: `close_notify` for TLS, then a TCP half-close. Best effort: the
-    /// connection is going away either way.
+    /// The socket reported readable: data may wait again.
+    pub fn on_readable(&mut self) {
+        self.socket().drained = false;
+    }
+
+    /// Ends the write side: `close_notify` for TLS, then a TCP half-close, so that the client
+    /// reads what was sent before it sees the end. Best effort: the connection is going away
+    /// either way.
     pub fn close_write(&mut self) {
+        self.close_notify();
+        let _ = self.tcp().shutdown(Shutdown::Write);
+    }
+
+    /// Sends TLS `close_notify` (nothing for plain TCP), before the socket is dropped.
+    pub fn close_notify(&mut self) {
         if let Stream::Tls(t) = &mut self.stream {
             t.conn.send_close_notify();
             let _ = t.flush();
         }
-        let _ = self.tcp().shutdown(Shutdown::Write);
     }
 }
 

@@ -4,22 +4,46 @@
 //! seed keeps the hub deterministic under test.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::ConnId;
 
 /// The largest signaling id plus one: ids are in `1..ID_LIMIT`.
 pub const ID_LIMIT: u32 = 1 << 31;
 
+/// Hashes a signaling id with one multiplication. Safe from flooding, unlike for keys: the
+/// ids are drawn here at random, no client chooses them.
+#[derive(Debug, Default)]
+pub(super) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        // Fibonacci hashing: spreads the bits over the whole word, high bits included, which
+        // the table uses too.
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct SignalingIds {
-    owners: HashMap<u32, ConnId>,
+    owners: HashMap<u32, ConnId, BuildHasherDefault<IdHasher>>,
     state: u64,
 }
 
 impl SignalingIds {
     pub(super) fn new(seed: u64) -> Self {
         Self {
-            owners: HashMap::new(),
+            owners: HashMap::default(),
             state: seed,
         }
     }

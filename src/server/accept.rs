@@ -17,7 +17,7 @@ use crate::hub::ConnId;
 use crate::limits::TokenBucket;
 use crate::metrics::Limit;
 use crate::tls::TlsStream;
-use crate::transport::Transport;
+use crate::transport::{Socket, Transport};
 
 /// Most connections accepted in one loop turn, so a connection storm cannot starve the rest.
 const MAX_ACCEPTS_PER_TURN: usize = 256;
@@ -128,7 +128,10 @@ impl Driver {
         let transport = match &self.tls {
             None => Transport::plain(stream),
             Some(config) => match ServerConnection::new(Arc::clone(config)) {
-                Ok(conn) => Transport::tls(TlsStream { conn, sock: stream }),
+                Ok(conn) => Transport::tls(TlsStream {
+                    conn,
+                    sock: Socket::new(stream),
+                }),
                 Err(e) => {
                     error!("cannot start TLS for {addr}: {e}");
                     let _ = self.poll.registry().deregister(&mut stream);

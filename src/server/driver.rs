@@ -166,7 +166,14 @@ impl Driver {
                         }
                     }
                     Token(t) if t > FIRST_LISTENER - MAX_LISTENERS => self.accept_ready = true,
-                    Token(slot) => self.on_ready(slot, event.is_writable()),
+                    Token(slot) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if let Some(conn) = self.conns.get_mut(slot) {
+                                conn.on_readable();
+                            }
+                        }
+                        self.on_ready(slot, event.is_writable());
+                    }
                 }
             }
             for slot in std::mem::take(&mut self.again) {
