@@ -20,6 +20,9 @@ use crate::transport::Transport;
 
 /// Bytes read from the socket at a time while upgrading.
 const REQUEST_CHUNK: usize = 2048;
+/// Reads of `REQUEST_CHUNK` a lingering client gets per loop turn, so that a client flooding
+/// after its answer cannot hold the loop.
+const LINGER_READS_PER_TURN: usize = 16;
 
 /// A connection and where it stands.
 #[derive(Debug)]
@@ -39,6 +42,13 @@ pub struct Conn {
     pub handed: u64,
     /// Queued bytes as last counted into the server's total.
     pub accounted: usize,
+    /// The largest message read, when above the read buffer: tungstenite keeps its read
+    /// buffer that large until the connection ends.
+    pub read_peak: usize,
+    /// The largest send queue seen: the send buffer keeps that capacity until the end.
+    pub write_peak: usize,
+    /// `read_peak + write_peak` as last counted into the server's total of buffered bytes.
+    pub held: usize,
     /// Messages this connection may still send (rate limit).
     pub bucket: TokenBucket,
 }
@@ -82,7 +92,7 @@ impl Refusal {
                     "Retry-After: 5\r\n",
                     "The server is stopping; try again shortly.\n",
                 ),
-                HandshakeFailure::RefusedFull,
+                HandshakeFailure::RefusedStopping,
             ),
         }
     }
@@ -163,6 +173,17 @@ pub enum RequestStep {
     Gone(HandshakeFailure),
 }
 
+/// What discarding a lingering client's bytes found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// The client hung up (or the socket failed): the connection can go.
+    HungUp,
+    /// Nothing more to read for now.
+    Waiting,
+    /// The per-turn share was read and more may wait.
+    More,
+}
+
 /// What writing the answer produced.
 #[derive(Debug)]
 pub enum RespondStep {
@@ -190,9 +211,14 @@ impl Conn {
             _ => {}
         }
         let mut chunk = [0u8; REQUEST_CHUNK];
+        let mut ended = false;
         loop {
             match stream.read(&mut chunk) {
-                Ok(0) => return RequestStep::Gone(HandshakeFailure::ClosedEarly),
+                // A client may half-close after its request: answer what it sent.
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
                 Ok(n) => {
                     buf.extend_from_slice(&chunk[..n]);
                     if buf.len() > handshake::MAX_REQUEST_BYTES {
@@ -205,6 +231,9 @@ impl Conn {
             }
         }
         let parsed = handshake::parse(buf);
+        if ended && parsed == Parse::Partial {
+            return RequestStep::Gone(HandshakeFailure::ClosedEarly);
+        }
         // A refusal answers upgrades; the endpoints (health checks) are still answered.
         if let (
             Some(refusal),
@@ -266,7 +295,7 @@ impl Conn {
             stream,
             out,
             written,
-            ..
+            then,
         } = &mut self.phase
         else {
             return RespondStep::Pending;
@@ -276,6 +305,14 @@ impl Conn {
                 Ok(n) => *written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return RespondStep::Pending,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return RespondStep::Gone,
+            }
+        }
+        // An answer before a close must leave rustls' buffer too, or the shutdown cuts it.
+        if matches!(then, Then::Close) {
+            match stream.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return RespondStep::Pending,
                 Err(_) => return RespondStep::Gone,
             }
         }
@@ -300,32 +337,35 @@ impl Conn {
         }
     }
 
-    /// Discards what a lingering or failing client still sends; true once it has hung up.
-    pub fn drain_linger(&mut self) -> bool {
+    /// Discards what a lingering or failing client still sends, a bounded amount per turn.
+    pub fn drain_linger(&mut self) -> Drain {
         let stream = match &mut self.phase {
             Phase::Linger(stream) => stream,
             Phase::Failing(ws) => ws.get_mut(),
-            _ => return false,
+            _ => return Drain::Waiting,
         };
         let mut chunk = [0u8; REQUEST_CHUNK];
-        loop {
+        for _ in 0..LINGER_READS_PER_TURN {
             match stream.read(&mut chunk) {
-                Ok(0) => return true,
+                Ok(0) => return Drain::HungUp,
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drain::Waiting,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return true,
+                Err(_) => return Drain::HungUp,
             }
         }
+        Drain::More
     }
 
-    /// The socket reported readable: reads may find data again.
-    pub fn on_readable(&mut self) {
+    /// The socket reported readable (`read_closed`: the peer shut its side).
+    pub fn on_readable(&mut self, read_closed: bool) {
         match &mut self.phase {
             Phase::Request { stream, .. }
             | Phase::Respond { stream, .. }
-            | Phase::Linger(stream) => stream.on_readable(),
-            Phase::Open(ws) | Phase::Closing(ws) | Phase::Failing(ws) => ws.get_mut().on_readable(),
+            | Phase::Linger(stream) => stream.on_readable(read_closed),
+            Phase::Open(ws) | Phase::Closing(ws) | Phase::Failing(ws) => {
+                ws.get_mut().on_readable(read_closed)
+            }
             Phase::Done => {}
         }
     }

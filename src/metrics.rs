@@ -28,10 +28,12 @@ pub enum HandshakeFailure {
     RefusedFull,
     /// Over the per-address limit (429).
     RefusedPerAddress,
+    /// The server is stopping (503).
+    RefusedStopping,
 }
 
 impl HandshakeFailure {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::BadRequest,
         Self::WrongVersion,
         Self::TooLarge,
@@ -40,6 +42,7 @@ impl HandshakeFailure {
         Self::ClosedEarly,
         Self::RefusedFull,
         Self::RefusedPerAddress,
+        Self::RefusedStopping,
     ];
 
     fn label(self) -> &'static str {
@@ -52,6 +55,7 @@ impl HandshakeFailure {
             Self::ClosedEarly => "closed_early",
             Self::RefusedFull => "refused_full",
             Self::RefusedPerAddress => "refused_per_address",
+            Self::RefusedStopping => "refused_stopping",
         }
     }
 }
@@ -119,13 +123,13 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&mut self, seconds: f64) {
+    fn observe(&mut self, seconds: f64, count: u64) {
         let i = LATENCY_BUCKETS
             .iter()
             .position(|&b| seconds <= b)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.counts[i] += 1;
-        self.sum += seconds;
+        self.counts[i] += count;
+        self.sum += seconds * count as f64;
     }
 }
 
@@ -154,6 +158,8 @@ pub struct Gauges {
     pub bindings: usize,
     /// Bytes queued for sending.
     pub queued_bytes: usize,
+    /// Buffer memory held for large messages and queues (what the memory budget limits).
+    pub buffered_bytes: usize,
     /// Contents relayed since start (each forwarding counts once).
     pub relayed_messages: u64,
     /// Payload bytes relayed since start.
@@ -201,14 +207,10 @@ impl Metrics {
         }
     }
 
-    /// A relayed message spent `d` inside the server, from read to handed to the kernel.
-    pub fn on_relayed(&mut self, d: Duration) {
-        self.relay_latency.observe(d.as_secs_f64());
-    }
-
-    /// Contents relayed: the histogram's count, for the status page's rate.
-    pub fn relayed_observations(&self) -> u64 {
-        self.relay_latency.counts.iter().sum()
+    /// `count` relayed messages spent `d` inside the server: from the start of the loop turn
+    /// that read them to the end of its flush, which handed them to the kernel.
+    pub fn on_relayed(&mut self, d: Duration, count: u64) {
+        self.relay_latency.observe(d.as_secs_f64(), count);
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -220,7 +222,7 @@ impl Metrics {
             "# HELP sigver_build_info Version of this server.\n# TYPE sigver_build_info gauge\nsigver_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
-        let gauges: [(&str, &str, f64); 8] = [
+        let gauges: [(&str, &str, f64); 9] = [
             (
                 "start_time_seconds",
                 "Start time of the server, seconds since the Unix epoch.",
@@ -246,6 +248,11 @@ impl Metrics {
                 "queued_bytes",
                 "Bytes queued for sending, over all connections.",
                 g.queued_bytes as f64,
+            ),
+            (
+                "buffered_bytes",
+                "Buffer memory connections keep for their largest message and queue (what --memory-budget limits).",
+                g.buffered_bytes as f64,
             ),
             (
                 "ready",
@@ -323,7 +330,7 @@ impl Metrics {
                 limit.label()
             );
         }
-        out.push_str("# HELP sigver_relay_latency_seconds Time a relayed message spends in the server, from read to handed to the kernel.\n# TYPE sigver_relay_latency_seconds histogram\n");
+        out.push_str("# HELP sigver_relay_latency_seconds Time a relayed message spends in the server, from the start of the loop turn that read it to the end of that turn's flush.\n# TYPE sigver_relay_latency_seconds histogram\n");
         let mut cumulative = 0;
         for (bound, n) in LATENCY_BUCKETS.iter().zip(self.relay_latency.counts) {
             cumulative += n;
@@ -349,8 +356,8 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative() {
         let mut m = Metrics::default();
-        for us in [1, 7, 7, 300, 2_000_000] {
-            m.on_relayed(Duration::from_micros(us));
+        for (us, n) in [(1, 1), (7, 2), (300, 1), (2_000_000, 1)] {
+            m.on_relayed(Duration::from_micros(us), n);
         }
         let text = m.render(&Gauges::default());
         assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"0.000005\"} 1\n"));
@@ -358,7 +365,6 @@ mod tests {
         assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"1\"} 4\n"));
         assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"+Inf\"} 5\n"));
         assert!(text.contains("sigver_relay_latency_seconds_count 5\n"));
-        assert_eq!(m.relayed_observations(), 5);
     }
 
     #[test]

@@ -94,17 +94,9 @@ impl<T> TimerWheel<T> {
         let before = out.len();
         for tick in self.next_tick..=last {
             let slot = &mut self.slots[(tick & mask) as usize];
-            if slot.is_empty() {
-                continue;
-            }
-            let mut i = 0;
-            while i < slot.len() {
-                if slot[i].deadline <= now {
-                    // Order within a slot is kept: remove, not swap_remove.
-                    out.push(slot.remove(i).value);
-                } else {
-                    i += 1;
-                }
+            if !slot.is_empty() {
+                // One pass, order kept (entries of one millisecond fire as inserted).
+                out.extend(slot.extract_if(.., |e| e.deadline <= now).map(|e| e.value));
             }
         }
         let fired = out.len() - before;

@@ -163,13 +163,15 @@ impl Read for TlsStream {
 
 impl Write for TlsStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Room first: rustls takes nothing while its own buffer is full, and a WouldBlock
+        // here must mean the socket is full (only then does a writable edge follow).
+        self.write_tls_out()?;
         let n = self.conn.writer().write(buf)?;
         match self.write_tls_out() {
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
             _ => {}
         }
         if n == 0 && !buf.is_empty() {
-            // rustls' buffer is full until the socket drains.
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(n)

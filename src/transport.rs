@@ -4,7 +4,9 @@
 //!
 //! [`Socket`] saves the system call that only learns "nothing more": a TCP read that returns
 //! less than asked has emptied the receive queue, and with edge-triggered epoll new data
-//! brings a new readable event; so until that event, reads answer `WouldBlock` at once.
+//! brings a new readable event; so until that event, reads answer `WouldBlock` at once. An
+//! end of stream that came with the data brings no further event, so once the peer has shut
+//! its side (`is_read_closed`), every read goes to the kernel until it returns 0.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -32,6 +34,8 @@ pub struct Socket {
     tcp: TcpStream,
     /// The last read emptied the receive queue; cleared by the next readable event.
     drained: bool,
+    /// The peer shut its side: the end of stream must be read, never assumed away.
+    read_closed: bool,
 }
 
 impl Socket {
@@ -40,6 +44,7 @@ impl Socket {
         Self {
             tcp,
             drained: false,
+            read_closed: false,
         }
     }
 
@@ -51,7 +56,7 @@ impl Socket {
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained {
+        if self.drained && !self.read_closed {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         match self.tcp.read(buf) {
@@ -113,9 +118,12 @@ impl Transport {
         }
     }
 
-    /// The socket reported readable: data may wait again.
-    pub fn on_readable(&mut self) {
-        self.socket().drained = false;
+    /// The socket reported readable (and, with `read_closed`, that the peer shut its side):
+    /// data, or the end of stream, may wait again.
+    pub fn on_readable(&mut self, read_closed: bool) {
+        let socket = self.socket();
+        socket.drained = false;
+        socket.read_closed |= read_closed;
     }
 
     /// Ends the write side: `close_notify` for TLS, then a TCP half-close, so that the client

@@ -123,6 +123,7 @@ fn metrics_parse_count_and_only_go_up() {
     let mut bad = server.peer("/bad");
     bad.send_raw(vec![0xff, 0xff]);
     assert_eq!(bad.expect_close().code, 4743);
+    server.peer("/leaving").close();
     raw_exchange(server.addr, b"GARBAGE\r\n\r\n");
 
     let (text, after) = scrape(&server);
@@ -132,7 +133,7 @@ fn metrics_parse_count_and_only_go_up() {
     assert_eq!(get("sigver_bindings{}"), 1.0);
     assert_eq!(get("sigver_messages_relayed_total{}"), 2.0);
     assert_eq!(get("sigver_bytes_relayed_total{}"), 12.0);
-    assert_eq!(get("sigver_upgrades_total{}"), 3.0);
+    assert_eq!(get("sigver_upgrades_total{}"), 4.0);
     assert_eq!(
         get("sigver_server_closes_total{code=4743,reason=bad_message}"),
         1.0
@@ -142,6 +143,7 @@ fn metrics_parse_count_and_only_go_up() {
         1.0
     );
     assert_eq!(get("sigver_relay_latency_seconds_count{}"), 2.0);
+    assert_eq!(get("sigver_client_closes_total{}"), 1.0);
     let build_info = format!("sigver_build_info{{version={}}}", env!("CARGO_PKG_VERSION"));
     assert_eq!(get(&build_info), 1.0);
     assert!(get("sigver_start_time_seconds{}") > 1.7e9);
@@ -240,4 +242,23 @@ fn socket_activation_serves_the_inherited_listener() {
     assert!(!b.join(2, &[]));
     b.content(0, b"via systemd", false);
     assert_eq!(a.recv_content().2, b"via systemd");
+}
+
+#[test]
+fn a_half_closed_request_is_still_answered() {
+    // Proves a client that shuts its side right after its request gets the answer, whatever
+    // the request's length (2048 bytes is exactly one read).
+    let server = TestServer::start();
+    let head = "GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+    for len in [0, 2048] {
+        let pad = if len == 0 { 0 } else { len - head.len() - 4 };
+        let request = format!("{head}{}\r\n\r\n", "a".repeat(pad));
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{len}: {answer:?}");
+    }
 }

@@ -497,3 +497,70 @@ fn pkcs1_rsa_and_sec1_ec_keys_are_accepted() {
         assert!(join(&mut ws, 1));
     }
 }
+
+/// A TCP connection to `addr` whose receive buffer is `rcvbuf` bytes: a slow reader, whose
+/// socket fills long before the server's does.
+fn connect_with_small_receive_buffer(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 expected")
+    };
+    // SAFETY: a fresh socket, configured and connected here, then owned by the TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = rcvbuf;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0);
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let r = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0);
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn large_relays_reach_a_slow_tls_reader() {
+    // Proves the TLS stream never stalls a queue: when rustls' buffer is full, room is made
+    // before a WouldBlock is reported, so the writable edge that resumes it does come.
+    let pki = Pki::new();
+    let files = write_files(&temp_dir(), &pki, &pki.leaf());
+    let server = tls_server(files);
+    let client = pki.client_config();
+    let (mut member, _) = connect(server.addr, &client, "/slow");
+    assert!(join(&mut member, 1));
+    let tcp = connect_with_small_receive_buffer(server.addr, 4096);
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let conn = ClientConnection::new(Arc::clone(&client), "localhost".try_into().unwrap()).unwrap();
+    let url = format!("wss://localhost:{}/slow", server.addr.port());
+    let (mut joiner, _) =
+        tungstenite::client(url.as_str(), StreamOwned::new(conn, tcp)).expect("wss upgrade");
+    assert!(!join(&mut joiner, 2));
+    let s = relay_both_ways(&mut member, &mut joiner);
+    let big = vec![0x5a; 1_000_000];
+    for _ in 0..3 {
+        content(&mut member, s, &big);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        // With the stall, the second one waited for the next heartbeat (60 s in tests).
+        assert_eq!(recv_content(&mut joiner), (0, s, big.clone()));
+    }
+}

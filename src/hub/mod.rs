@@ -300,7 +300,10 @@ impl Hub {
             self.counters.relayed_messages += 1;
             self.counters.relayed_bytes += len;
         }
-        // As a member: to the joiner bound to it under that signaling id.
+        // As a member: to the joiner bound to it under that signaling id (never 0).
+        if recipient_id == 0 {
+            return;
+        }
         let Some(joiner) = self.ids.get(recipient_id) else {
             return;
         };
@@ -373,16 +376,23 @@ impl Hub {
         (Answer::Bound, None)
     }
 
+    /// Whether `members` names a member of the group. Linear in the group plus the list (a
+    /// client's list can hold hundreds of thousands of ids in one message): the group's ids
+    /// are sorted once and each listed id is looked up.
     fn has_members_in_common(&self, key: &[u8], members: &[u32]) -> bool {
         let Some(group) = self.groups.get(key) else {
             return false;
         };
-        !members.is_empty()
-            && group.members.iter().any(|&m| {
-                self.peer(m)
-                    .and_then(|m| m.member_id)
-                    .is_some_and(|mid| members.contains(&mid))
-            })
+        if members.is_empty() {
+            return false;
+        }
+        let mut ids: Vec<u32> = group
+            .members
+            .iter()
+            .filter_map(|&m| self.peer(m).and_then(|m| m.member_id))
+            .collect();
+        ids.sort_unstable();
+        members.iter().any(|id| ids.binary_search(id).is_ok())
     }
 
     /// Walks the members in join order, skipping those P tried: the first favored one wins,

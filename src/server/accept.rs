@@ -26,6 +26,15 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Most connections being refused at once; past it, excess connections are closed unanswered.
 pub(super) const MAX_REFUSING: usize = 32;
 
+/// An accept error that comes from this process or machine running out of something, which
+/// waiting may cure; other errors concern one connection only.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 /// How accepting from one listener ended.
 enum Accepted {
     /// It has no more connections waiting.
@@ -61,12 +70,18 @@ impl Driver {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
+                Err(e) if out_of_resources(&e) => {
                     // EMFILE and the like: the listener is still ready; retry a little later
                     // (or as soon as a connection is reaped) rather than spin or stall.
                     error!("cannot accept a connection: {e}");
                     self.accept_retry_at = Some(self.now + ACCEPT_RETRY.as_millis() as u64);
                     return Accepted::Failed;
+                }
+                // A connection that failed before it was accepted (ECONNABORTED, EPROTO...):
+                // only that one is lost; go on with the next.
+                Err(e) => {
+                    debug!("a connection failed before it was accepted: {e}");
+                    continue;
                 }
             };
             self.accept_retry_at = None;
@@ -83,12 +98,27 @@ impl Driver {
                     Refusal::Stopping => {}
                 }
                 if refusal != Refusal::Stopping {
-                    warn!("connection from {addr} refused: {refusal:?} limit reached");
+                    self.log_refusal(addr, refusal);
                 }
             }
             self.admit(stream, addr, refusal);
         }
         Accepted::Capped
+    }
+
+    /// Logs a refusal: the first of each second at warn, the rest counted into the next line,
+    /// so that a flood of connections cannot flood the log too.
+    fn log_refusal(&mut self, addr: std::net::SocketAddr, refusal: Refusal) {
+        self.refusals_unlogged += 1;
+        if self.now >= self.refusal_logged_at + 1000 || self.refusal_logged_at == 0 {
+            warn!(
+                "connection from {addr} refused: {refusal:?} limit reached \
+                 ({} refused since the last such line)",
+                self.refusals_unlogged
+            );
+            self.refusals_unlogged = 0;
+            self.refusal_logged_at = self.now.max(1);
+        }
     }
 
     /// Whether a new connection from `ip` is over a limit.
@@ -156,6 +186,9 @@ impl Driver {
             refusal,
             handed: 0,
             accounted: 0,
+            read_peak: 0,
+            write_peak: 0,
+            held: 0,
             bucket: TokenBucket::full(self.config.rate_limit, self.now),
         });
         if refusal.is_some() {

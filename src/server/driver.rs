@@ -40,7 +40,7 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// connection idles, so it is small: signaling messages are small (an ICE candidate is about
 /// 200 bytes) and a larger frame grows it as needed. 8 KiB here cost 9.1 KB of RSS per idle
 /// connection; 1 KiB, 1.9 KB.
-const READ_BUFFER: usize = 1024;
+pub(super) const READ_BUFFER: usize = 1024;
 /// Room kept in a full send queue for the close frame that reports it (RFC 6455 §5.5: a
 /// control frame is at most 127 bytes).
 const CLOSE_FRAME_ROOM: usize = 256;
@@ -76,21 +76,28 @@ pub(super) struct Driver {
     pub(super) per_address: HashMap<IpAddr, usize>,
     /// Connections admitted only to be refused with an HTTP answer.
     pub(super) refusing: usize,
+    /// Refusals since the last refusal log line, and when that line was written.
+    pub(super) refusals_unlogged: u64,
+    pub(super) refusal_logged_at: u64,
     pub(super) hub: Hub,
     pub(super) metrics: Metrics,
-    /// When each message relayed this turn was read, and how many sends it made: observed
-    /// into the latency histogram once the turn's flush handed them to the kernel.
-    relay_reads: Vec<(Instant, u64)>,
+    /// Contents relayed this turn: observed into the latency histogram, with the turn's
+    /// duration, once the turn's flush handed them to the kernel.
+    relayed_this_turn: u64,
+    /// When poll returned, starting this turn.
+    turn_start: Instant,
     start_time: f64,
     pub(super) timers: TimerWheel<Timer>,
     effects: Vec<Effect>,
     spare_effects: Vec<Effect>,
     fired: Vec<Timer>,
-    dirty: Vec<usize>,
+    pub(super) dirty: Vec<usize>,
     gone: Vec<usize>,
     pub(super) again: Vec<usize>,
     /// Sum of the connections' `accounted` queued bytes.
     total_queued: usize,
+    /// Sum of the connections' `held` buffer capacity: what the memory budget limits.
+    total_held: usize,
     pub(super) accept_ready: bool,
     pub(super) accept_retry_at: Option<u64>,
     pub(super) next_generation: u32,
@@ -122,9 +129,12 @@ impl Driver {
             conns: Slab::new(),
             per_address: HashMap::new(),
             refusing: 0,
+            refusals_unlogged: 0,
+            refusal_logged_at: 0,
             hub: Hub::new(random_seed()),
             metrics: Metrics::default(),
-            relay_reads: Vec::new(),
+            relayed_this_turn: 0,
+            turn_start: Instant::now(),
             start_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -136,6 +146,7 @@ impl Driver {
             gone: Vec::new(),
             again: Vec::new(),
             total_queued: 0,
+            total_held: 0,
             accept_ready: true,
             accept_retry_at: None,
             next_generation: 0,
@@ -155,7 +166,9 @@ impl Driver {
                     return Err(Error::Poll(e));
                 }
             }
-            self.now = self.clock();
+            // The clock, read once for the turn.
+            self.turn_start = Instant::now();
+            self.now = (self.turn_start - self.start).as_millis() as u64;
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.on_wake(),
@@ -167,9 +180,10 @@ impl Driver {
                     }
                     Token(t) if t > FIRST_LISTENER - MAX_LISTENERS => self.accept_ready = true,
                     Token(slot) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        let closed = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closed {
                             if let Some(conn) = self.conns.get_mut(slot) {
-                                conn.on_readable();
+                                conn.on_readable(closed);
                             }
                         }
                         self.on_ready(slot, event.is_writable());
@@ -221,16 +235,12 @@ impl Driver {
     }
 
     /// The turn's relayed messages are handed to the kernel (or queued behind a full socket):
-    /// their time inside the server ends now.
+    /// their time inside the server, from the start of the turn that read them, ends now.
     fn observe_relays(&mut self) {
-        if self.relay_reads.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        for (read, sends) in self.relay_reads.drain(..) {
-            for _ in 0..sends {
-                self.metrics.on_relayed(now - read);
-            }
+        if self.relayed_this_turn > 0 {
+            let spent = self.turn_start.elapsed();
+            self.metrics.on_relayed(spent, self.relayed_this_turn);
+            self.relayed_this_turn = 0;
         }
     }
 
@@ -243,6 +253,7 @@ impl Driver {
             members: self.hub.member_count(),
             bindings: self.hub.binding_count(),
             queued_bytes: self.total_queued,
+            buffered_bytes: self.total_held,
             relayed_messages: counters.relayed_messages,
             relayed_bytes: counters.relayed_bytes,
             heartbeat_timeouts: counters.heartbeat_timeouts,
@@ -268,13 +279,9 @@ impl Driver {
 
     /// Lets the hub handle one binary message.
     pub(super) fn on_message(&mut self, id: ConnId, frame: Bytes) {
-        let read = Instant::now();
         let before = self.hub.counters().relayed_messages;
         self.hub.on_message(id, frame, &mut self.effects);
-        let sends = self.hub.counters().relayed_messages - before;
-        if sends > 0 {
-            self.relay_reads.push((read, sends));
-        }
+        self.relayed_this_turn += self.hub.counters().relayed_messages - before;
         self.apply_effects();
     }
 
@@ -423,7 +430,9 @@ impl Driver {
                         .lookup(id)
                         .is_some_and(|(_, c)| matches!(c.phase, Phase::Open(_)));
                     if still_open {
-                        let at = timer.at + self.config.heartbeat_interval.as_millis() as u64;
+                        // After a stall, one tick, not a burst of overdue ones (as setInterval).
+                        let interval = self.config.heartbeat_interval.as_millis() as u64;
+                        let at = (timer.at + interval).max(self.now + interval);
                         self.timers.insert(at, Timer { at, ..timer });
                     }
                 }
@@ -442,7 +451,7 @@ impl Driver {
                 self.flush(slot);
             }
             if self.gone.is_empty() {
-                if self.total_queued <= self.config.memory_budget || !self.enforce_memory_budget() {
+                if self.total_held <= self.config.memory_budget || !self.enforce_memory_budget() {
                     return;
                 }
                 continue;
@@ -463,6 +472,8 @@ impl Driver {
             return;
         };
         conn.dirty = false;
+        // The send buffer keeps the capacity of its largest queue.
+        conn.write_peak = conn.write_peak.max(conn.queued());
         let failed = if matches!(conn.phase, Phase::Failing(_)) {
             conn.flush_failing()
                 .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
@@ -475,28 +486,32 @@ impl Driver {
         } else {
             false
         };
-        // Count what is still queued into the server's total.
+        // Count what is still queued, and what the buffers hold, into the server's totals.
         let queued = conn.queued();
         self.total_queued = self.total_queued - conn.accounted + queued;
         conn.accounted = queued;
+        let held = conn.read_peak + conn.write_peak;
+        self.total_held = self.total_held - conn.held + held;
+        conn.held = held;
         if failed {
             self.finish(slot);
         }
     }
 
-    /// Past the memory budget, the connections holding the most queued bytes are closed with
-    /// 1008 and dropped at once (their queue is what must go) until the total is under it.
-    /// False when there was nothing to close.
+    /// Past the memory budget, the connections holding the most buffer memory (queued bytes,
+    /// and the capacity their buffers kept from large messages) are closed with 1008 and
+    /// dropped at once (their buffers are what must go) until the total is under it. False
+    /// when there was nothing to close.
     fn enforce_memory_budget(&mut self) -> bool {
         let mut heaviest: Vec<(usize, usize)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.accounted > 0)
-            .map(|(slot, c)| (c.accounted, slot))
+            .filter(|(_, c)| c.held > 0)
+            .map(|(slot, c)| (c.held, slot))
             .collect();
         heaviest.sort_unstable_by(|a, b| b.cmp(a));
         let closed_any = !heaviest.is_empty();
-        let mut total = self.total_queued;
+        let mut total = self.total_held;
         for (queued, slot) in heaviest {
             if total <= self.config.memory_budget {
                 break;
@@ -521,6 +536,7 @@ impl Driver {
     fn forget(&mut self, conn: &Conn) {
         debug!("conn {}.{} reaped", conn.id.slot, conn.id.generation);
         self.total_queued -= conn.accounted;
+        self.total_held -= conn.held;
         if conn.refusal.is_some() {
             self.refusing -= 1;
         } else if let Some(n) = self.per_address.get_mut(&conn.peer.ip()) {

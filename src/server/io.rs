@@ -6,9 +6,9 @@ use std::io;
 use log::{debug, warn};
 use tungstenite::Message;
 
-use super::driver::{Driver, TimerKind};
+use super::driver::{Driver, TimerKind, READ_BUFFER};
 use crate::close::CloseReason;
-use crate::conn::{Phase, RequestStep, RespondStep, Then};
+use crate::conn::{Drain, Phase, RequestStep, RespondStep, Then};
 use crate::hub::ConnId;
 use crate::limits::frame_len;
 use crate::metrics::{HandshakeFailure, Limit};
@@ -51,15 +51,15 @@ impl Driver {
                 }
             },
             Phase::Respond { .. } => self.write_response(slot),
-            Phase::Linger(_) => {
-                if conn.drain_linger() {
-                    self.finish(slot);
+            Phase::Linger(_) | Phase::Failing(_) => {
+                let failing = matches!(conn.phase, Phase::Failing(_));
+                match conn.drain_linger() {
+                    Drain::HungUp => return self.finish(slot),
+                    Drain::More => self.again.push(slot),
+                    Drain::Waiting => {}
                 }
-            }
-            Phase::Failing(_) => {
-                if conn.drain_linger() {
-                    self.finish(slot);
-                } else if writable {
+                // A failing connection still has its close frame to send.
+                if failing && writable {
                     self.mark_dirty(slot);
                 }
             }
@@ -83,11 +83,11 @@ impl Driver {
         match conn.write_response(self.ws_config) {
             RespondStep::Pending => {}
             RespondStep::Gone => self.finish(slot),
-            RespondStep::Lingering => {
-                if conn.drain_linger() {
-                    self.finish(slot);
-                }
-            }
+            RespondStep::Lingering => match conn.drain_linger() {
+                Drain::HungUp => self.finish(slot),
+                Drain::More => self.again.push(slot),
+                Drain::Waiting => {}
+            },
             RespondStep::Upgraded(target) => {
                 self.metrics.on_upgrade();
                 self.start_timer(id, TimerKind::Heartbeat, self.config.heartbeat_interval);
@@ -125,9 +125,24 @@ impl Driver {
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => return self.on_ws_error(id, slot, e),
             };
-            if let Message::Ping(data) = &message {
-                // tungstenite queued the pong; count it in the send queue.
-                conn.handed += frame_len(data.len()) as u64;
+            match &message {
+                // tungstenite's read buffer keeps the size of the largest message.
+                Message::Binary(b) if b.len() > READ_BUFFER && b.len() > conn.read_peak => {
+                    conn.read_peak = b.len();
+                    // Recounted at the flush.
+                    if !conn.dirty {
+                        conn.dirty = true;
+                        self.dirty.push(slot);
+                    }
+                }
+                // tungstenite queued the pong (only while open); count it in the send queue.
+                Message::Ping(data) if open => conn.handed += frame_len(data.len()) as u64,
+                // The close reply echoes the code and reason (RFC 6455 §5.5.1).
+                Message::Close(frame) => {
+                    let body = frame.as_ref().map_or(0, |f| 2 + f.reason.len());
+                    conn.handed += frame_len(body) as u64;
+                }
+                _ => {}
             }
             // Data that arrives after our close frame is dropped (RFC 6455 §5.5.1).
             if !open {
@@ -154,8 +169,8 @@ impl Driver {
                         id.slot, id.generation
                     );
                     // tungstenite queued the reply; it leaves with the flush.
-                    conn.handed += frame_len(2) as u64;
                     conn.set_closing();
+                    self.metrics.on_client_close();
                     self.start_close_timer(id);
                     self.mark_dirty(slot);
                     self.on_gone(id);
