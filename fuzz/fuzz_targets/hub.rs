@@ -4,16 +4,17 @@
 //! are the operation, the rest pick the peer slot (modulo `SLOTS`). Arguments follow; an
 //! argument past the end of the input reads as 0, so every input is a valid sequence.
 //!
-//! | op | operation                          | arguments                                             |
-//! | -- | ---------------------------------- | ----------------------------------------------------- |
-//! | 0  | open the slot, new generation      | 1 byte: bits 0-1 key (`a`, `b`, empty, 513 bytes), bit 2 favored |
-//! | 1  | a raw frame from the peer          | 1 byte length n, then n bytes                         |
-//! | 2  | `connect {id, members}`            | 1 byte id, 1 byte count (mod 4), that many ids; ids mod 8 |
-//! | 3  | `content {recipientId, lastData, data}` | 1 byte recipient (0: none, 255: 4 raw bytes, else an id seen in an earlier send), 1 byte: bit 0 lastData, bits 1-7 data length; the data |
-//! | 4  | `heartbeat` from the peer          | 1 byte, bit 0 the value                               |
-//! | 5  | a heartbeat tick for the peer      |                                                       |
-//! | 6  | the socket went away (`on_close`)  |                                                       |
-//! | 7  | the server closes it (a limit)     |                                                       |
+//! - 0, open the slot with a new generation: 1 byte, bits 0-1 the key (`a`, `b`, empty, 513
+//!   bytes), bit 2 favored;
+//! - 1, a raw frame from the peer: 1 byte length n, then n bytes;
+//! - 2, `connect {id, members}`: 1 byte id, 1 byte count (mod 4), that many ids; ids mod 8;
+//! - 3, `content {recipientId, lastData, data}`: 1 byte recipient (0: none, 255: 4 raw bytes
+//!   follow, else one of the ids seen in earlier sends, or the byte itself while none was),
+//!   1 byte with lastData in bit 0 and the data length in bits 1-7, then the data;
+//! - 4, `heartbeat` from the peer: 1 byte, bit 0 the value;
+//! - 5, a heartbeat tick for the peer;
+//! - 6, the socket went away (`on_close`);
+//! - 7, the server closes the peer (a limit).
 //!
 //! Events for a slot whose peer is gone go to that stale connection, which must do nothing;
 //! opening a slot whose peer is live replaces it, as the hub's defensive path allows.
