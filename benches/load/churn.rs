@@ -239,7 +239,11 @@ impl Churn {
 impl Handler for Churn {
     fn on_open(&mut self, net: &mut Net, c: usize) {
         let t = net.tag(c);
-        let id = if t >= MEMBER_TAG || t % 2 == 0 { 1 } else { 2 };
+        let id = if t >= MEMBER_TAG || t.is_multiple_of(2) {
+            1
+        } else {
+            2
+        };
         net.send_connect(c, id, &[]);
     }
 

@@ -239,7 +239,7 @@ impl Relay {
 impl Handler for Relay {
     fn on_open(&mut self, net: &mut Net, c: usize) {
         let t = net.tag(c);
-        net.send_connect(c, if t % 2 == 0 { 1 } else { 2 }, &[]);
+        net.send_connect(c, if t.is_multiple_of(2) { 1 } else { 2 }, &[]);
     }
 
     fn on_message(&mut self, net: &mut Net, c: usize, msg: Msg<'_>) {

@@ -154,6 +154,13 @@ impl Hub {
     /// A WebSocket connection opened on `key` (the URL path as sent, PROTOCOL.md §1).
     /// A bad key closes it at once with 4741; otherwise the peer gets its signaling id.
     pub fn on_open(&mut self, id: ConnId, key: &[u8], favored: bool, out: &mut Vec<Effect>) {
+        // A slot must be free before it is reused; if the driver ever breaks that, forget the
+        // stale peer properly rather than leak its group membership and bindings. First, so
+        // that a bad key on the new connection does not leave the stale peer behind.
+        if let Some(Some(old)) = self.peers.get(id.slot as usize) {
+            let old = old.id;
+            self.on_close(old, out);
+        }
         if key.is_empty() {
             out.push(Effect::Close(id, CloseReason::KeyEmpty));
             return;
@@ -161,12 +168,6 @@ impl Hub {
         if key.len() > MAX_KEY_LEN {
             out.push(Effect::Close(id, CloseReason::KeyTooLong));
             return;
-        }
-        // A slot must be free before it is reused; if the driver ever breaks that, forget the
-        // stale peer properly rather than leak its group membership and bindings.
-        if let Some(Some(old)) = self.peers.get(id.slot as usize) {
-            let old = old.id;
-            self.on_close(old, out);
         }
         let slot = id.slot as usize;
         if self.peers.len() <= slot {

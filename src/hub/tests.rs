@@ -1352,6 +1352,35 @@ fn reopening_a_held_slot_forgets_the_old_peer() {
 }
 
 #[test]
+fn reopening_a_held_slot_with_a_bad_key_still_forgets_the_old_peer() {
+    // Found by fuzzing: a bad key on the new connection used to return before the stale peer
+    // was forgotten, leaving it in its group with its bindings for ever.
+    for key in [&b""[..], &[b'k'; MAX_KEY_LEN + 1]] {
+        let mut w = World::new();
+        let [a] = w.group("k", [(1, false)]);
+        let old = w.joiner("k", 2);
+        let s = w.sid(old);
+        w.live.remove(&old);
+        let new = ConnId {
+            generation: old.generation + 1,
+            ..old
+        };
+        let reason = if key.is_empty() {
+            CloseReason::KeyEmpty
+        } else {
+            CloseReason::KeyTooLong
+        };
+        assert_eq!(
+            w.open_at(new, key, false),
+            [got(a, s, 0, ""), closed(new, reason)]
+        );
+        assert!(w.hub.peer(old).is_none());
+        assert!(w.peer(a).joiners.is_empty());
+        assert_eq!(w.hub.peer_count(), 1);
+    }
+}
+
+#[test]
 fn hundred_groups_stay_isolated() {
     // Groups are per key: ids, content and disconnects never cross from one key to another.
     let mut w = World::new();
@@ -1413,7 +1442,7 @@ impl XorShift {
     }
 
     fn one_in(&mut self, n: u64) -> bool {
-        self.next() % n == 0
+        self.next().is_multiple_of(n)
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
