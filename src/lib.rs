@@ -3,7 +3,8 @@
 //! Browsers and bots open a WebSocket to `ws://host:8000/KEY`; the server keeps groups by key,
 //! introduces each joining peer to one member, relays their WebRTC offers, answers and
 //! candidates until the peer-to-peer link is up, and checks liveness with heartbeats. The
-//! behaviour is that of the original Node.js sigver, byte for byte (see PROTOCOL.md).
+//! behaviour a Netflux client sees is that of the original Node.js sigver, byte for byte;
+//! the deliberate differences (limits, endpoints, TLS handling) are listed in the README.
 //!
 //! ```no_run
 //! let server = sigver::Server::bind(sigver::Config::default())?;
