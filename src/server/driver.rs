@@ -383,15 +383,7 @@ impl Driver {
     }
 
     pub(super) fn start_close_timer(&mut self, id: ConnId) {
-        let at = self.now + self.config.close_timeout.as_millis() as u64;
-        self.timers.insert(
-            at,
-            Timer {
-                id,
-                kind: TimerKind::Close,
-                at,
-            },
-        );
+        self.start_timer(id, TimerKind::Close, self.config.close_timeout);
     }
 
     pub(super) fn start_timer(&mut self, id: ConnId, kind: TimerKind, after: Duration) {
