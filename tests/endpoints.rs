@@ -20,8 +20,49 @@ fn http(server: &TestServer, method: &str, path: &str) -> (String, String) {
     (head.lines().next().unwrap().to_string(), body.to_string())
 }
 
-/// Parses an exposition with Python's `prometheus_client` (installed by `.ci/run`): every
-/// sample as `name{labels}` -> value. Fails the test if the text does not parse.
+/// A `PYTHONPATH` under which Python finds `prometheus_client`: the system's if it has one,
+/// else one installed once from PyPI into the test's own folder, so `cargo test` alone works
+/// on a fresh machine.
+fn prometheus_client_path() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let import = |path: &str| {
+            Command::new("python3")
+                .args(["-c", "import prometheus_client"])
+                .env("PYTHONPATH", path)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let dir = format!("{}/python", env!("CARGO_TARGET_TMPDIR"));
+        for path in [String::new(), dir.clone()] {
+            if import(&path) {
+                return path;
+            }
+        }
+        let installed = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--target",
+                &dir,
+                "prometheus_client",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            installed && import(&dir),
+            "cannot install prometheus_client"
+        );
+        dir
+    })
+    .clone()
+}
+
+/// Parses an exposition with Python's `prometheus_client`, the Prometheus project's own
+/// parser: every sample as `name{labels}` -> value. Fails the test if the text does not parse.
 fn prometheus(text: &str) -> BTreeMap<String, f64> {
     let script = "import sys\n\
         from prometheus_client.parser import text_string_to_metric_families\n\
@@ -31,6 +72,7 @@ fn prometheus(text: &str) -> BTreeMap<String, f64> {
         \x20       print(f'{s.name}{{{labels}}} {s.value!r}')\n";
     let mut child = Command::new("python3")
         .args(["-c", script])
+        .env("PYTHONPATH", prometheus_client_path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
