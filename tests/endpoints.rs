@@ -142,10 +142,7 @@ fn unknown_paths_get_404_and_other_methods_405() {
 fn an_upgrade_on_an_endpoint_path_is_still_a_group_key() {
     // Proves the endpoints take only plain requests: a WebSocket on /metrics is the key "metrics".
     let server = TestServer::start();
-    let mut a = server.peer("/metrics");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/metrics");
-    assert!(!b.join(2, &[]));
+    let (_a, _b) = member_and_joiner(&server, "/metrics");
 }
 
 #[test]
@@ -154,12 +151,7 @@ fn metrics_parse_count_and_only_go_up() {
     // what happened, and that counters never go down.
     let server = TestServer::start();
     let (_, before) = scrape(&server);
-    let mut a = server.peer("/room");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/room");
-    assert!(!b.join(2, &[]));
-    b.content(0, b"offer", false);
-    let (s, _, _) = a.recv_content();
+    let (mut a, mut b, (s, _, _)) = meet(&server, "/room", b"offer");
     a.content(s, b"answer!", false);
     b.recv_content();
     let mut bad = server.peer("/bad");

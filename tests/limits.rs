@@ -10,44 +10,6 @@ use std::time::{Duration, Instant};
 use common::binary::Binary;
 use common::*;
 
-/// A member and a joiner bound to it, that have exchanged once.
-struct Pair {
-    member: Peer,
-    joiner: Peer,
-    s: u32,
-}
-
-impl Pair {
-    fn new(server: &TestServer, key: &str) -> Self {
-        let mut member = server.peer(key);
-        assert!(member.join(1, &[]));
-        let mut joiner = server.peer(key);
-        assert!(!joiner.join(2, &[]));
-        joiner.content(0, b"hello", false);
-        let (s, _, _) = member.recv_content();
-        Self { member, joiner, s }
-    }
-
-    /// Relays `n` messages each way and checks every one.
-    fn relay(&mut self, n: usize) {
-        for i in 0..n {
-            let data = format!("candidate {i}");
-            self.joiner.content(0, data.as_bytes(), false);
-            assert_eq!(
-                self.member.recv_content(),
-                (self.s, 0, data.clone().into_bytes())
-            );
-            self.member.content(self.s, data.as_bytes(), false);
-            assert_eq!(self.joiner.recv_content(), (0, self.s, data.into_bytes()));
-        }
-    }
-
-    fn close(self) {
-        self.joiner.close();
-        self.member.close();
-    }
-}
-
 #[test]
 fn oversized_message_closes_1009_and_others_keep_relaying() {
     // Proves --max-message-size: a larger message closes its sender with 1009, nobody else.

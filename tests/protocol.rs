@@ -23,10 +23,7 @@ fn signaling_id(joiner: &mut Peer, member: &mut Peer) -> u32 {
 /// Opens a member founding `path` (member id 1) and a joiner bound to it (id 2); returns
 /// them with the joiner's signaling id.
 fn bound_pair(server: &TestServer, path: &str) -> (Peer, Peer, u32) {
-    let mut member = server.peer(path);
-    assert!(member.join(1, &[]), "the first peer founds the group");
-    let mut joiner = server.peer(path);
-    assert!(!joiner.join(2, &[]), "no member in common: bound");
+    let (mut member, mut joiner) = member_and_joiner(server, path);
     let s = signaling_id(&mut joiner, &mut member);
     (member, joiner, s)
 }
@@ -140,10 +137,7 @@ fn lone_member_reconnect_takes_new_id() {
 fn second_peer_without_common_members_gets_false() {
     // Proves rule 4: a connect sharing no member id with the group is answered false.
     let server = TestServer::start();
-    let mut a = server.peer("/room");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/room");
-    assert!(!b.join(2, &[]));
+    let (_a, _b) = member_and_joiner(&server, "/room");
     let mut c = server.peer("/room");
     assert!(!c.join(3, &[7, 8]), "ids that are not members do not count");
 }
@@ -197,10 +191,7 @@ fn member_without_common_members_stops_being_one() {
 fn blocking_lone_member_is_replaced() {
     // Proves rule 2c: a joiner that already tried the lone member replaces it; it gets 4744.
     let server = TestServer::start();
-    let mut a = server.peer("/room");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/room");
-    assert!(!b.join(2, &[]), "bound to the lone member a");
+    let (mut a, mut b) = member_and_joiner(&server, "/room");
     assert!(b.join(2, &[]), "a was tried: b replaces it");
     assert_eq!(a.expect_close().code, 4744);
     let mut c = server.peer("/room");
@@ -216,10 +207,7 @@ fn blocking_lone_member_is_replaced() {
 fn relay_rewrites_ids_both_ways() {
     // Proves both directions rewrite the ids, ignore the joiner's recipientId and keep order.
     let server = TestServer::start();
-    let mut m = server.peer("/room");
-    assert!(m.join(1, &[]));
-    let mut j = server.peer("/room");
-    assert!(!j.join(2, &[]));
+    let (mut m, mut j) = member_and_joiner(&server, "/room");
     for (recipient, data) in [
         (0, &b"offer"[..]),
         (777, b"candidate 1"),
@@ -351,10 +339,7 @@ fn joiner_prefers_each_favored_member_before_others() {
 fn two_joiners_through_one_member_are_routed_by_recipient_id() {
     // Proves that a member's content reaches only the joiner whose signaling id it names.
     let server = TestServer::start();
-    let mut m = server.peer("/room");
-    assert!(m.join(1, &[]));
-    let mut j1 = server.peer("/room");
-    assert!(!j1.join(2, &[]));
+    let (mut m, mut j1) = member_and_joiner(&server, "/room");
     let mut j2 = server.peer("/room");
     assert!(!j2.join(3, &[]));
     let s1 = signaling_id(&mut j1, &mut m);
@@ -475,11 +460,7 @@ fn hundred_groups_stay_isolated() {
     let mut pairs: Vec<(Peer, Peer)> = (0..N)
         .map(|i| {
             let path = format!("/group-{i}");
-            let mut m = server.peer(&path);
-            assert!(m.join(1, &[]), "group {i} is new");
-            let mut j = server.peer(&path);
-            assert!(!j.join(2, &[]), "group {i} has its own member");
-            (m, j)
+            member_and_joiner(&server, &path)
         })
         .collect();
     for (i, (_, j)) in pairs.iter_mut().enumerate() {
@@ -636,10 +617,7 @@ fn joiner_dropping_tcp_gives_member_empty_content() {
 fn member_gone_notifies_each_of_its_joiners() {
     // Proves every joiner bound to a leaving member gets its own final content.
     let server = TestServer::start();
-    let mut m = server.peer("/room");
-    assert!(m.join(1, &[]));
-    let mut j1 = server.peer("/room");
-    assert!(!j1.join(2, &[]));
+    let (mut m, mut j1) = member_and_joiner(&server, "/room");
     let mut j2 = server.peer("/room");
     assert!(!j2.join(3, &[]));
     let s1 = signaling_id(&mut j1, &mut m);
@@ -653,10 +631,7 @@ fn member_gone_notifies_each_of_its_joiners() {
 fn replaced_blocking_member_notifies_its_joiners() {
     // Proves the 4744 close of rule 2c is a disconnect like any other for the joiners bound to it.
     let server = TestServer::start();
-    let mut a = server.peer("/room");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/room");
-    assert!(!b.join(2, &[]));
+    let (mut a, mut b) = member_and_joiner(&server, "/room");
     let mut c = server.peer("/room");
     assert!(!c.join(3, &[]));
     let sb = signaling_id(&mut b, &mut a);

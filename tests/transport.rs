@@ -61,10 +61,7 @@ fn silent_peer() -> (Vec<Vec<u8>>, Closed, Duration) {
 
 /// A member whose lone-member seat is taken by a joiner that had tried it (§5.2c): its close.
 fn blocking_member_close(server: &TestServer) -> Closed {
-    let mut a = server.peer("/blocking");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/blocking");
-    assert!(!b.join(2, &[]));
+    let (mut a, mut b) = member_and_joiner(server, "/blocking");
     assert!(b.join(2, &[]));
     a.expect_close()
 }
@@ -208,12 +205,8 @@ fn percent_encoded_key_is_taken_as_sent() {
     // Proves §1: no percent-decoding; keys are compared byte for byte, so a different-case
     // encoding of the same characters is another group.
     let server = TestServer::start();
-    let mut a = server.peer("/%D0%9F%D0%BE");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/%D0%9F%D0%BE");
-    assert!(!b.join(2, &[]), "same bytes must meet the same group");
-    b.content(0, b"hello", false);
-    let (s, _, data) = a.recv_content();
+    // Same bytes must meet the same group.
+    let (mut a, _b, (s, _, data)) = meet(&server, "/%D0%9F%D0%BE", b"hello");
     assert!(s != 0 && data == b"hello");
     let mut c = server.peer("/%d0%9f%d0%be");
     assert!(
@@ -304,12 +297,7 @@ fn bad_url_closes_with_4745() {
 fn a_bad_peer_does_not_affect_others() {
     // Proves §7: one peer closed for garbage leaves another pair on the server relaying.
     let server = TestServer::start();
-    let mut a = server.peer("/pair");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/pair");
-    assert!(!b.join(2, &[]));
-    b.content(0, b"before", false);
-    let (s, _, data) = a.recv_content();
+    let (mut a, mut b, (s, _, data)) = meet(&server, "/pair", b"before");
     assert_eq!(data, b"before");
 
     let mut bad = server.peer("/pair-bad");
@@ -545,13 +533,8 @@ fn message_over_2_mib_closes_with_1009() {
 fn message_of_1_mib_relays_both_ways() {
     // Proves §7 (ours): the size limit leaves room for large signaling messages (1 MiB).
     let server = TestServer::start();
-    let mut a = server.peer("/large");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/large");
-    assert!(!b.join(2, &[]));
     let offer: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
-    b.content(0, &offer, false);
-    let (s, r, data) = a.recv_content();
+    let (mut a, mut b, (s, r, data)) = meet(&server, "/large", &offer);
     assert!(s != 0 && r == 0);
     assert!(data == offer, "1 MiB offer altered ({} bytes)", data.len());
     let answer: Vec<u8> = offer.iter().rev().copied().collect();
@@ -571,10 +554,7 @@ fn shutdown_sends_1001_and_stop_returns_ok() {
     // stops accepting.
     let mut server = TestServer::start();
     let addr = server.addr;
-    let mut a = server.peer("/bye");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/bye");
-    assert!(!b.join(2, &[]));
+    let (mut a, mut b) = member_and_joiner(&server, "/bye");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let result = server.stop();
@@ -595,12 +575,7 @@ fn client_close_is_answered_and_partner_told() {
     // Proves §6 through a client-initiated close: the server answers the close frame, ends
     // the connection, and the member gets the joiner's final empty content.
     let server = TestServer::start();
-    let mut a = server.peer("/leave");
-    assert!(a.join(1, &[]));
-    let mut b = server.peer("/leave");
-    assert!(!b.join(2, &[]));
-    b.content(0, b"offer", false);
-    let (s, _, _) = a.recv_content();
+    let (mut a, mut b, (s, _, _)) = meet(&server, "/leave", b"offer");
 
     b.ws.close(Some(CloseFrame {
         code: CloseCode::Normal,

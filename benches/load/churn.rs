@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 
 use crate::net::{Closed, Handler, Net};
 use crate::pb::Msg;
-use crate::stats::{self, CpuMark, Json};
+use crate::stats::{self, CpuMark, Errors, Json};
 
 /// Tags at or above this are long-lived members.
 const MEMBER_TAG: usize = 1 << 40;
@@ -73,8 +73,7 @@ pub struct Churn {
     rss_before: Option<u64>,
     completed: u64,
     failed: u64,
-    errors: u64,
-    first_error: Option<String>,
+    errors: Errors,
     hist: Histogram<u64>,
     cpu: [Option<CpuMark>; 2],
 }
@@ -111,18 +110,10 @@ impl Churn {
             rss_before: None,
             completed: 0,
             failed: 0,
-            errors: 0,
-            first_error: None,
+            errors: Errors::default(),
             hist: stats::histogram(),
             cpu: [None; 2],
             o,
-        }
-    }
-
-    fn error(&mut self, what: String) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(what);
         }
     }
 
@@ -196,15 +187,12 @@ impl Churn {
                 .collect();
             j.raw("rss_series", &format!("[{}]", series.join(",")));
         }
-        j.num("errors", self.errors as f64);
+        j.num("errors", self.errors.count as f64);
         j.num("connect_failures", net.counters.connect_failures as f64);
         j.num("socket_errors", net.counters.socket_errors as f64);
         j.num("close_timeouts", net.counters.close_timeouts as f64);
-        let ok = completed && self.errors == 0 && self.failed == 0;
-        j.raw("ok", if ok { "true" } else { "false" });
-        if let Some(e) = &self.first_error {
-            j.str("first_error", e);
-        }
+        let ok = completed && self.errors.count == 0 && self.failed == 0;
+        self.errors.verdict(&mut j, ok);
         let memory = match (first, last, max) {
             (Some(a), Some(b), Some(m)) => {
                 format!("; server RSS {a} -> {b} KiB (max {m}, slope {slope:.1} KiB/s)")
@@ -221,16 +209,10 @@ impl Churn {
             },
             per_s,
             stats::latency_line(&self.hist),
-            if ok {
-                String::new()
-            } else {
-                format!(
-                    " [NOT OK: {} errors, {} failed sessions; {}]",
-                    self.errors,
-                    self.failed,
-                    self.first_error.as_deref().unwrap_or("time limit")
-                )
-            }
+            self.errors.not_ok(ok, || format!(
+                "{} errors, {} failed sessions",
+                self.errors.count, self.failed
+            ))
         );
         (j.finish(), human)
     }
@@ -257,7 +239,9 @@ impl Handler for Churn {
                     net.send_content(c, 0, sender, &[data]);
                 }
                 Msg::Content { .. } => {}
-                other => self.error(format!("member {}: unexpected {other:?}", t - MEMBER_TAG)),
+                other => self
+                    .errors
+                    .record(format!("member {}: unexpected {other:?}", t - MEMBER_TAG)),
             }
             return;
         }
@@ -279,7 +263,8 @@ impl Handler for Churn {
             (Msg::Content { .. }, _) => {}
             (other, _) => {
                 self.sessions[slot].failed = true;
-                self.error(format!("session {slot}: unexpected {other:?}"));
+                self.errors
+                    .record(format!("session {slot}: unexpected {other:?}"));
                 net.close(c);
             }
         }
@@ -289,7 +274,7 @@ impl Handler for Churn {
         if how.tag >= MEMBER_TAG {
             self.members[how.tag - MEMBER_TAG] = usize::MAX;
             if self.stage < Stage::Closing {
-                self.error(format!(
+                self.errors.record(format!(
                     "member {} closed: code {:?}, {}",
                     how.tag - MEMBER_TAG,
                     how.code,
@@ -317,7 +302,7 @@ impl Handler for Churn {
         let now = net.now;
         if failed {
             self.failed += 1;
-            self.error(format!(
+            self.errors.record(format!(
                 "session {slot}: closed with code {:?}, {}",
                 how.code,
                 how.error.unwrap_or("by the server")
@@ -367,7 +352,7 @@ impl Handler for Churn {
                             self.start(net, slot);
                         }
                     }
-                } else if self.errors > 0 {
+                } else if self.errors.count > 0 {
                     self.stage = Stage::Closing;
                     for &c in &self.members {
                         net.close(c);

@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 
 use crate::net::{Closed, Handler, Net};
 use crate::pb::Msg;
-use crate::stats::{self, CpuMark, Json};
+use crate::stats::{self, CpuMark, Errors, Json};
 
 /// Idle settings.
 #[derive(Debug, Clone)]
@@ -39,8 +39,7 @@ pub struct Idle {
     joined: usize,
     failed: usize,
     dropped: usize,
-    errors: u64,
-    first_error: Option<String>,
+    errors: Errors,
     t_first: u64,
     t_joined: u64,
     hold_end: u64,
@@ -66,8 +65,7 @@ impl Idle {
             joined: 0,
             failed: 0,
             dropped: 0,
-            errors: 0,
-            first_error: None,
+            errors: Errors::default(),
             t_first: 0,
             t_joined: 0,
             hold_end: u64::MAX,
@@ -80,13 +78,6 @@ impl Idle {
             open_at_end: 0,
             cpu: [None; 2],
             o,
-        }
-    }
-
-    fn error(&mut self, what: String) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(what);
         }
     }
 
@@ -139,17 +130,14 @@ impl Idle {
         j.num("rss_per_conn_loaded_bytes", per_conn(self.rss_loaded));
         j.num("open_at_end", self.open_at_end as f64);
         j.num("dropped", self.dropped as f64);
-        j.num("errors", self.errors as f64);
+        j.num("errors", self.errors.count as f64);
         j.num("connect_failures", net.counters.connect_failures as f64);
         j.num("close_timeouts", net.counters.close_timeouts as f64);
         let ok = completed
-            && self.errors == 0
+            && self.errors.count == 0
             && self.joined == self.o.conns
             && self.open_at_end == self.o.conns;
-        j.raw("ok", if ok { "true" } else { "false" });
-        if let Some(e) = &self.first_error {
-            j.str("first_error", e);
-        }
+        self.errors.verdict(&mut j, ok);
         let human = format!(
             "idle {} connections: {:.0} handshakes/s (handshake {}); server RSS {} KiB at start, \
              {} KiB loaded, {} KiB after {:.0} s, {:.0} bytes per connection; {} open at the end{}",
@@ -162,16 +150,10 @@ impl Idle {
             self.o.hold,
             per_conn(self.rss_end),
             self.open_at_end,
-            if ok {
-                String::new()
-            } else {
-                format!(
-                    " [NOT OK: {} errors, {} joined; {}]",
-                    self.errors,
-                    self.joined,
-                    self.first_error.as_deref().unwrap_or("time limit")
-                )
-            }
+            self.errors.not_ok(ok, || format!(
+                "{} errors, {} joined",
+                self.errors.count, self.joined
+            ))
         );
         (j.finish(), human)
     }
@@ -191,7 +173,9 @@ impl Handler for Idle {
                 self.is_in[i] = true;
                 stats::record(&mut self.hist, net.now.saturating_sub(self.started[i]));
             }
-            other => self.error(format!("connection {i}: unexpected {other:?}")),
+            other => self
+                .errors
+                .record(format!("connection {i}: unexpected {other:?}")),
         }
     }
 
@@ -208,7 +192,7 @@ impl Handler for Idle {
             } else {
                 self.dropped += 1;
             }
-            self.error(format!(
+            self.errors.record(format!(
                 "connection {i} closed: code {:?}, {}",
                 how.code,
                 how.error.unwrap_or("by the server")

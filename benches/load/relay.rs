@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 
 use crate::net::{Closed, Handler, Net};
 use crate::pb::Msg;
-use crate::stats::{self, CpuMark, Json};
+use crate::stats::{self, CpuMark, Errors, Json};
 
 /// Pairs being set up at once.
 const SETUP_CONCURRENCY: usize = 64;
@@ -77,8 +77,7 @@ pub struct Relay {
     /// Contents received (by members and joiners) inside the window: each forwarding once.
     relayed: u64,
     max_lag: u64,
-    errors: u64,
-    first_error: Option<String>,
+    errors: Errors,
     cpu: [Option<CpuMark>; 2],
     rss: [Option<u64>; 2],
 }
@@ -112,18 +111,10 @@ impl Relay {
             unanswered: 0,
             relayed: 0,
             max_lag: 0,
-            errors: 0,
-            first_error: None,
+            errors: Errors::default(),
             cpu: [None; 2],
             rss: [None; 2],
             o,
-        }
-    }
-
-    fn error(&mut self, what: String) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(what);
         }
     }
 
@@ -191,16 +182,13 @@ impl Relay {
         if let Some(r) = self.rss[1] {
             j.num("rss_kib", r as f64);
         }
-        j.num("errors", self.errors as f64);
+        j.num("errors", self.errors.count as f64);
         j.num("connect_failures", net.counters.connect_failures as f64);
         j.num("socket_errors", net.counters.socket_errors as f64);
         j.num("protocol_errors", net.counters.protocol_errors as f64);
         j.num("close_timeouts", net.counters.close_timeouts as f64);
-        let ok = completed && self.errors == 0 && self.ready == self.o.pairs;
-        j.raw("ok", if ok { "true" } else { "false" });
-        if let Some(e) = &self.first_error {
-            j.str("first_error", e);
-        }
+        let ok = completed && self.errors.count == 0 && self.ready == self.o.pairs;
+        self.errors.verdict(&mut j, ok);
         let human = format!(
             "relay {} loop, {} pairs, {}: {:.0} relayed/s, round trip {}{}{}",
             if self.o.rate > 0.0 { "open" } else { "closed" },
@@ -220,17 +208,10 @@ impl Relay {
             } else {
                 String::new()
             },
-            if ok {
-                String::new()
-            } else {
-                format!(
-                    " [NOT OK: {} errors, {}/{} pairs ready; {}]",
-                    self.errors,
-                    self.ready,
-                    self.o.pairs,
-                    self.first_error.as_deref().unwrap_or("time limit")
-                )
-            }
+            self.errors.not_ok(ok, || format!(
+                "{} errors, {}/{} pairs ready",
+                self.errors.count, self.ready, self.o.pairs
+            ))
         );
         (j.finish(), human)
     }
@@ -269,7 +250,8 @@ impl Handler for Relay {
                 }
                 let ts = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
                 if self.in_flight[pair].pop_front() != Some(ts) {
-                    self.error(format!("pair {pair}: answer out of order"));
+                    self.errors
+                        .record(format!("pair {pair}: answer out of order"));
                 }
                 if (self.warm_end..self.end).contains(&ts) {
                     self.answered += 1;
@@ -280,7 +262,7 @@ impl Handler for Relay {
                 }
             }
             (Msg::Content { .. }, _) if self.stage >= Stage::Closing => {}
-            (other, _) => self.error(format!(
+            (other, _) => self.errors.record(format!(
                 "pair {pair} {}: unexpected {other:?}",
                 if joiner { "joiner" } else { "member" }
             )),
@@ -298,7 +280,7 @@ impl Handler for Relay {
             *slot = usize::MAX;
         }
         if self.stage < Stage::Closing || how.error.is_some() {
-            self.error(format!(
+            self.errors.record(format!(
                 "pair {pair} {} closed: code {:?}, {}",
                 if joiner { "joiner" } else { "member" },
                 how.code,
@@ -323,7 +305,7 @@ impl Handler for Relay {
                 }
                 if self.ready == self.o.pairs {
                     self.begin(net);
-                } else if self.errors > 0 {
+                } else if self.errors.count > 0 {
                     self.close_all(net);
                 }
                 None

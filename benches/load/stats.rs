@@ -77,6 +77,46 @@ impl CpuMark {
     }
 }
 
+/// The errors a mode met: how many, and the first one.
+#[derive(Debug, Default)]
+pub struct Errors {
+    /// How many errors there were.
+    pub count: u64,
+    first: Option<String>,
+}
+
+impl Errors {
+    /// Counts an error, and keeps its description if it is the first.
+    pub fn record(&mut self, what: String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(what);
+        }
+    }
+
+    /// Writes the verdict `ok` and the first error, if any, to `j`.
+    pub fn verdict(&self, j: &mut Json, ok: bool) {
+        j.raw("ok", if ok { "true" } else { "false" });
+        if let Some(e) = &self.first {
+            j.str("first_error", e);
+        }
+    }
+
+    /// The end of a human summary: nothing when `ok`, else `[NOT OK: {counts}; {why}]` where
+    /// `why` is the first error, or the time limit when there was none.
+    pub fn not_ok(&self, ok: bool, counts: impl FnOnce() -> String) -> String {
+        if ok {
+            String::new()
+        } else {
+            format!(
+                " [NOT OK: {}; {}]",
+                counts(),
+                self.first.as_deref().unwrap_or("time limit")
+            )
+        }
+    }
+}
+
 /// A flat JSON object written by hand (numbers, strings, and raw nested values).
 #[derive(Debug, Default)]
 pub struct Json(String);

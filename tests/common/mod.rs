@@ -285,3 +285,62 @@ pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Opens a member that founds the group of `path` (id 1) and a joiner bound to it (id 2):
+/// `(member, joiner)`. Nothing is sent after the two `connected` answers.
+pub fn member_and_joiner(server: &TestServer, path: &str) -> (Peer, Peer) {
+    let mut member = server.peer(path);
+    assert!(
+        member.join(1, &[]),
+        "{path}: the first peer founds the group"
+    );
+    let mut joiner = server.peer(path);
+    assert!(!joiner.join(2, &[]), "{path}: no member in common, bound");
+    (member, joiner)
+}
+
+/// `member_and_joiner`, then the joiner sends `first` and the member reads it. Returns the
+/// member, the joiner, and what the member read as (senderId, recipientId, data), for the
+/// caller to check.
+pub fn meet(server: &TestServer, path: &str, first: &[u8]) -> (Peer, Peer, (u32, u32, Vec<u8>)) {
+    let (mut member, mut joiner) = member_and_joiner(server, path);
+    joiner.content(0, first, false);
+    let read = member.recv_content();
+    (member, joiner, read)
+}
+
+/// A member and a joiner bound to it, that have exchanged once.
+pub struct Pair {
+    pub member: Peer,
+    pub joiner: Peer,
+    /// The joiner's signaling id, as the member sees it.
+    pub s: u32,
+}
+
+impl Pair {
+    /// `meet` with a first message nobody looks at.
+    pub fn new(server: &TestServer, path: &str) -> Self {
+        let (member, joiner, (s, _, _)) = meet(server, path, b"hello");
+        Self { member, joiner, s }
+    }
+
+    /// Relays `n` messages each way and checks every one.
+    pub fn relay(&mut self, n: usize) {
+        for i in 0..n {
+            let data = format!("candidate {i}");
+            self.joiner.content(0, data.as_bytes(), false);
+            assert_eq!(
+                self.member.recv_content(),
+                (self.s, 0, data.clone().into_bytes())
+            );
+            self.member.content(self.s, data.as_bytes(), false);
+            assert_eq!(self.joiner.recv_content(), (0, self.s, data.into_bytes()));
+        }
+    }
+
+    /// Closes the joiner, then the member, each waiting for the server's answer.
+    pub fn close(self) {
+        self.joiner.close();
+        self.member.close();
+    }
+}
