@@ -357,6 +357,12 @@ impl Conn {
         Drain::More
     }
 
+    /// Puts the connection on this turn's flush list; true when it was not on it yet (the
+    /// caller then records the slot).
+    pub fn mark_dirty(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
     /// The socket reported readable (`read_closed`: the peer shut its side).
     pub fn on_readable(&mut self, read_closed: bool) {
         match &mut self.phase {

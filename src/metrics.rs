@@ -195,16 +195,13 @@ impl Metrics {
 
     /// An upgrade did not happen.
     pub fn on_handshake_failure(&mut self, why: HandshakeFailure) {
-        if let Some(i) = HandshakeFailure::ALL.iter().position(|&f| f == why) {
-            self.handshake_failures[i] += 1;
-        }
+        // ALL lists the variants in declaration order: the discriminant is the index.
+        self.handshake_failures[why as usize] += 1;
     }
 
     /// A connection ran into a limit.
     pub fn on_limit(&mut self, limit: Limit) {
-        if let Some(i) = Limit::ALL.iter().position(|&l| l == limit) {
-            self.limit_hits[i] += 1;
-        }
+        self.limit_hits[limit as usize] += 1;
     }
 
     /// `count` relayed messages spent `d` inside the server: from the start of the loop turn
@@ -365,6 +362,16 @@ mod tests {
         assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"1\"} 4\n"));
         assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"+Inf\"} 5\n"));
         assert!(text.contains("sigver_relay_latency_seconds_count 5\n"));
+    }
+
+    #[test]
+    fn all_lists_follow_declaration_order() {
+        for (i, f) in HandshakeFailure::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, i);
+        }
+        for (i, l) in Limit::ALL.iter().enumerate() {
+            assert_eq!(*l as usize, i);
+        }
     }
 
     #[test]

@@ -557,11 +557,8 @@ impl Driver {
     }
 
     pub(super) fn mark_dirty(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.get_mut(slot) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(slot);
-            }
+        if self.conns.get_mut(slot).is_some_and(Conn::mark_dirty) {
+            self.dirty.push(slot);
         }
     }
 

@@ -130,8 +130,7 @@ impl Driver {
                 Message::Binary(b) if b.len() > READ_BUFFER && b.len() > conn.read_peak => {
                     conn.read_peak = b.len();
                     // Recounted at the flush.
-                    if !conn.dirty {
-                        conn.dirty = true;
+                    if conn.mark_dirty() {
                         self.dirty.push(slot);
                     }
                 }
