@@ -34,14 +34,17 @@ pub enum CloseReason {
     SendQueueFull,
     /// The client sends more messages per second than allowed (1008).
     RateLimited,
-    /// The server's memory budget for queued bytes is spent and this client holds the most
-    /// (1008).
+    /// The server's memory budget is spent and this client holds the most (1008).
     MemoryBudget,
+    /// A message came in more fragments than allowed (1008).
+    TooManyFragments,
+    /// A `connect` lists more members than allowed (4743).
+    TooManyMembers,
 }
 
 impl CloseReason {
     /// Every reason, in a fixed order (for counters indexed by reason).
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 16] = [
         Self::KeyEmpty,
         Self::KeyTooLong,
         Self::Heartbeat,
@@ -56,6 +59,8 @@ impl CloseReason {
         Self::SendQueueFull,
         Self::RateLimited,
         Self::MemoryBudget,
+        Self::TooManyFragments,
+        Self::TooManyMembers,
     ];
 
     /// Position in [`CloseReason::ALL`], which lists the reasons in declaration order.
@@ -80,6 +85,8 @@ impl CloseReason {
             Self::SendQueueFull => "send_queue_full",
             Self::RateLimited => "rate_limited",
             Self::MemoryBudget => "memory_budget",
+            Self::TooManyFragments => "too_many_fragments",
+            Self::TooManyMembers => "too_many_members",
         }
     }
 
@@ -88,12 +95,15 @@ impl CloseReason {
         match self {
             Self::KeyEmpty | Self::KeyTooLong => 4741,
             Self::Heartbeat => 4742,
-            Self::TextFrame | Self::BadMessage | Self::EmptyMessage => 4743,
+            Self::TextFrame | Self::BadMessage | Self::EmptyMessage | Self::TooManyMembers => 4743,
             Self::BlockingMember => 4744,
             Self::BadUrl => 4745,
             Self::Shutdown => 1001,
             Self::ProtocolError => 1002,
-            Self::SendQueueFull | Self::RateLimited | Self::MemoryBudget => 1008,
+            Self::SendQueueFull
+            | Self::RateLimited
+            | Self::MemoryBudget
+            | Self::TooManyFragments => 1008,
             Self::MessageTooBig => 1009,
         }
     }
@@ -115,6 +125,8 @@ impl CloseReason {
             Self::SendQueueFull => "Send queue full",
             Self::RateLimited => "Rate limit exceeded",
             Self::MemoryBudget => "Server memory budget exceeded",
+            Self::TooManyFragments => "Too many frames in one message",
+            Self::TooManyMembers => "Too many members in connect",
         }
     }
 }
@@ -129,7 +141,7 @@ impl fmt::Display for CloseReason {
 mod tests {
     use super::*;
 
-    const ALL: [CloseReason; 14] = CloseReason::ALL;
+    const ALL: [CloseReason; 16] = CloseReason::ALL;
 
     #[test]
     fn indexes_and_labels_are_distinct() {

@@ -1,10 +1,8 @@
 //! The HTTP side of a connection: parsing the upgrade request (RFC 6455 §4.2.1), extracting
 //! the group key and `favored` from its target (PROTOCOL.md §1), and the HTTP responses.
 //!
-//! Pure functions over byte strings: no socket, no clock. The driver feeds the bytes read so
-//! far and writes the response it gets back.
-
-use std::fmt::Write as _;
+//! Pure functions over byte strings: no socket, no clock. The connection feeds the bytes read
+//! so far; the answers are written by [`crate::http`].
 
 /// Largest request head accepted (request line and headers), in bytes; more gets 431.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -86,6 +84,16 @@ pub struct Target {
 /// The request target is not a URL path we can take a key from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadUrl;
+
+/// Whether the bytes received so far hold the empty line that ends a request head, looking only
+/// at what came after the first `scanned` bytes (and the two before, where the line may have
+/// started): a client sending its head a byte at a time costs work linear in its bytes.
+pub fn head_complete(buf: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    buf.get(from..).is_some_and(|tail| {
+        tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+    })
+}
 
 /// Classifies the bytes received so far.
 pub fn parse(buf: &[u8]) -> Parse {
@@ -239,51 +247,6 @@ fn hex(b: u8) -> Option<u8> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The `101 Switching Protocols` answer to an upgrade.
-pub fn switching_protocols(upgrade: &Upgrade) -> Vec<u8> {
-    let mut s = String::with_capacity(160);
-    s.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
-    let _ = write!(s, "Sec-WebSocket-Accept: {}\r\n", upgrade.accept);
-    if let Some(p) = &upgrade.protocol {
-        let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
-    }
-    s.push_str("\r\n");
-    s.into_bytes()
-}
-
-/// A short complete HTTP answer in plain text, after which the connection is closed.
-pub fn error_response(status: u16, reason: &str, extra_headers: &str, body: &str) -> Vec<u8> {
-    response(
-        status,
-        reason,
-        "text/plain; charset=utf-8",
-        extra_headers,
-        body.as_bytes(),
-        true,
-    )
-}
-
-/// A complete HTTP answer, after which the connection is closed; without the body (but with
-/// its length) when `with_body` is false, as `HEAD` wants.
-pub fn response(
-    status: u16,
-    reason: &str,
-    content_type: &str,
-    extra_headers: &str,
-    body: &[u8],
-    with_body: bool,
-) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra_headers}\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if with_body {
-        out.extend_from_slice(body);
-    }
-    out
 }
 
 #[cfg(test)]

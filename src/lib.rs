@@ -15,15 +15,16 @@
 //!
 //! # Layout
 //! - [`server`]: the mio event loop, a thin driver of the pieces below.
-//! - [`conn`]: one connection's phases, each owning the transport.
-//! - [`transport`]: plain TCP or TLS under a connection; [`tls`]: loading certificates and
-//!   the non-blocking rustls stream.
-//! - [`handshake`]: the HTTP upgrade request and responses, as pure functions.
+//! - [`conn`]: one connection as a session: its phases, WebSocket framing, buffers and their
+//!   count, and its share of each loop turn.
+//! - [`transport`]: plain TCP or rustls under a connection; [`tls`]: loading certificates.
+//! - [`handshake`]: parsing the HTTP upgrade request; [`http`]: every HTTP answer. Both pure.
 //! - [`hub`]: groups, bindings, relaying and heartbeat misses: the protocol, without sockets.
 //! - [`timer`]: the hashed timer wheel for heartbeats and deadlines; [`limits`]: the token
 //!   bucket, frame sizes and the open-file limit.
 //! - [`proto`]: the protobuf messages.
 //! - [`metrics`]: counters and the Prometheus text; [`allow`]: address ranges.
+//! - [`throttle`]: log lines a client can trigger, one a second per kind.
 //! - [`close`]: close codes and reasons; [`config`]: settings; [`cli`]: the command line;
 //!   [`error`]: errors that stop the server.
 
@@ -36,11 +37,13 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod handshake;
+pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod server;
+pub mod throttle;
 pub mod timer;
 pub mod tls;
 pub mod transport;

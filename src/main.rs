@@ -18,6 +18,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Every connection is a descriptor: use all the hard limit allows. The server derives its
+    // connection limit from what this leaves.
+    if let Err(e) = sigver::limits::raise_fd_limit() {
+        log::warn!("cannot raise the open-file limit: {e}");
+    }
     let result = Server::bind(config).and_then(Server::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,

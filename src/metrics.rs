@@ -79,10 +79,27 @@ pub enum Limit {
     Connections,
     /// `--max-connections-per-ip`
     ConnectionsPerAddress,
+    /// Frames in one message.
+    Fragments,
+    /// Members listed in one `connect`.
+    ConnectMembers,
 }
 
 impl Limit {
-    const ALL: [Self; 8] = [
+    /// The limit a server close reports, if it is one.
+    pub fn of(reason: CloseReason) -> Option<Self> {
+        match reason {
+            CloseReason::MessageTooBig => Some(Self::MessageSize),
+            CloseReason::SendQueueFull => Some(Self::SendQueue),
+            CloseReason::MemoryBudget => Some(Self::MemoryBudget),
+            CloseReason::RateLimited => Some(Self::Rate),
+            CloseReason::TooManyFragments => Some(Self::Fragments),
+            CloseReason::TooManyMembers => Some(Self::ConnectMembers),
+            _ => None,
+        }
+    }
+
+    const ALL: [Self; 10] = [
         Self::MessageSize,
         Self::SendQueue,
         Self::MemoryBudget,
@@ -91,6 +108,8 @@ impl Limit {
         Self::RequestSize,
         Self::Connections,
         Self::ConnectionsPerAddress,
+        Self::Fragments,
+        Self::ConnectMembers,
     ];
 
     fn label(self) -> &'static str {
@@ -103,6 +122,8 @@ impl Limit {
             Self::RequestSize => "max_request_size",
             Self::Connections => "max_connections",
             Self::ConnectionsPerAddress => "max_connections_per_ip",
+            Self::Fragments => "max_fragments",
+            Self::ConnectMembers => "max_connect_members",
         }
     }
 }
@@ -158,7 +179,8 @@ pub struct Gauges {
     pub bindings: usize,
     /// Bytes queued for sending.
     pub queued_bytes: usize,
-    /// Buffer memory held for large messages and queues (what the memory budget limits).
+    /// Buffer memory the connections hold: queues, partial messages, read buffers (what the
+    /// memory budget limits).
     pub buffered_bytes: usize,
     /// Contents relayed since start (each forwarding counts once).
     pub relayed_messages: u64,
@@ -183,9 +205,12 @@ impl Metrics {
         self.upgrades += 1;
     }
 
-    /// The server sent a close frame for `reason`.
+    /// The server sent a close frame for `reason` (and, for a limit, counts its hit).
     pub fn on_server_close(&mut self, reason: CloseReason) {
         self.server_closes[reason.index()] += 1;
+        if let Some(limit) = Limit::of(reason) {
+            self.on_limit(limit);
+        }
     }
 
     /// A client sent a close frame.

@@ -33,7 +33,7 @@ fn check_parse(data: &[u8]) {
             // The head alone gives the same verdict: what follows it cannot change it.
             assert_eq!(handshake::parse(&data[..consumed]), parsed);
             if let Request::Upgrade(upgrade) = request {
-                let answer = handshake::switching_protocols(upgrade);
+                let answer = sigver::http::switching_protocols(upgrade);
                 // One blank line, at the end: nothing the client sent can end the head early
                 // or add a header.
                 let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n");

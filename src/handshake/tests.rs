@@ -66,7 +66,7 @@ fn first_subprotocol_is_echoed() {
         "Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Protocol: other\r\n",
     ));
     assert_eq!(u.protocol.as_deref(), Some("chat"));
-    let response = String::from_utf8(switching_protocols(&u)).unwrap();
+    let response = String::from_utf8(crate::http::switching_protocols(&u)).unwrap();
     assert!(
         response.contains("\r\nSec-WebSocket-Protocol: chat\r\n"),
         "{response}"
@@ -114,11 +114,12 @@ fn plain_requests_are_http_requests() {
 
 #[test]
 fn responses_carry_their_length() {
-    let answer = String::from_utf8(error_response(404, "Not Found", "", "nothing here\n")).unwrap();
+    let answer =
+        String::from_utf8(crate::http::error(404, "Not Found", "", "nothing here\n")).unwrap();
     assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"));
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(head.contains(&format!("Content-Length: {}", body.len())));
-    let head_only = response(200, "OK", "text/plain", "", b"abc", false);
+    let head_only = crate::http::response(200, "OK", "text/plain", "", b"abc", false);
     assert!(String::from_utf8(head_only)
         .unwrap()
         .ends_with("Content-Length: 3\r\nCache-Control: no-store\r\n\r\n"));
@@ -164,4 +165,16 @@ fn oversized_heads_are_refused() {
         .collect();
     let req = format!("GET /k HTTP/1.1\r\n{many}\r\n");
     assert_eq!(parse(req.as_bytes()), Parse::TooLarge);
+}
+
+#[test]
+fn head_end_is_found_from_where_scanning_stopped() {
+    let head = upgrade_request("/k", "");
+    // Fed a byte at a time, the end is seen only with the last byte.
+    for n in 1..head.len() {
+        assert!(!head_complete(&head[..n], n - 1), "at {n}");
+    }
+    assert!(head_complete(&head, head.len() - 1));
+    assert!(head_complete(b"GET / HTTP/1.1\n\n", 15));
+    assert!(!head_complete(b"GET / HTTP/1.1\r\nA: b\r\n", 0));
 }

@@ -23,6 +23,12 @@ use ids::SignalingIds;
 /// The longest group key accepted, in bytes (PROTOCOL.md §1).
 pub const MAX_KEY_LEN: usize = 512;
 
+/// Most member ids one `connect` may list; more closes the peer with 4743. A Netflux group is
+/// a full mesh of WebRTC links and a browser holds at most 500 peer connections (Chromium's
+/// cap), so no real list comes near it; it bounds the hub's work for one `connect`, which is
+/// linear in the list.
+pub const MAX_CONNECT_MEMBERS: usize = 8192;
+
 /// Heartbeat ticks without an answer after which a peer is closed (PROTOCOL.md §4).
 pub const MAX_MISSED_HEARTBEATS: u8 = 3;
 
@@ -206,6 +212,9 @@ impl Hub {
                 }
             }
             Type::Content(content) => self.on_content(id, content, out),
+            Type::Connect(data) if data.members.len() > MAX_CONNECT_MEMBERS => {
+                self.close(id, CloseReason::TooManyMembers, out)
+            }
             Type::Connect(data) => {
                 let (answer, blocking) = self.on_connect(id, data);
                 let bytes = match answer {

@@ -9,15 +9,14 @@ use std::time::Duration;
 use log::{debug, error, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-use rustls::ServerConnection;
 
 use super::driver::{Driver, TimerKind};
-use crate::conn::{Conn, Phase, Refusal};
+use crate::conn::{Conn, Deadline};
+use crate::http::Refusal;
 use crate::hub::ConnId;
-use crate::limits::TokenBucket;
 use crate::metrics::Limit;
-use crate::tls::TlsStream;
-use crate::transport::{Socket, Transport};
+use crate::throttle::skipped_note;
+use crate::transport::Transport;
 
 /// Most connections accepted in one loop turn, so a connection storm cannot starve the rest.
 const MAX_ACCEPTS_PER_TURN: usize = 256;
@@ -106,18 +105,14 @@ impl Driver {
         Accepted::Capped
     }
 
-    /// Logs a refusal: the first of each second at warn, the rest counted into the next line,
-    /// so that a flood of connections cannot flood the log too.
+    /// Logs a refusal: the first of each second and kind at warn, the rest counted into the
+    /// next line, so that a flood of connections cannot flood the log too.
     fn log_refusal(&mut self, addr: std::net::SocketAddr, refusal: Refusal) {
-        self.refusals_unlogged += 1;
-        if self.now >= self.refusal_logged_at + 1000 || self.refusal_logged_at == 0 {
+        if let Some(skipped) = self.refusal_logs.allow(refusal as usize, self.now) {
             warn!(
-                "connection from {addr} refused: {refusal:?} limit reached \
-                 ({} refused since the last such line)",
-                self.refusals_unlogged
+                "connection from {addr} refused: {refusal:?} limit reached{}",
+                skipped_note(skipped)
             );
-            self.refusals_unlogged = 0;
-            self.refusal_logged_at = self.now.max(1);
         }
     }
 
@@ -157,14 +152,11 @@ impl Driver {
         }
         let transport = match &self.tls {
             None => Transport::plain(stream),
-            Some(config) => match ServerConnection::new(Arc::clone(config)) {
-                Ok(conn) => Transport::tls(TlsStream {
-                    conn,
-                    sock: Socket::new(stream),
-                }),
+            // On failure the socket is dropped, which also takes it out of the poll.
+            Some(config) => match Transport::tls(stream, Arc::clone(config)) {
+                Ok(t) => t,
                 Err(e) => {
                     error!("cannot start TLS for {addr}: {e}");
-                    let _ = self.poll.registry().deregister(&mut stream);
                     return;
                 }
             },
@@ -175,27 +167,23 @@ impl Driver {
         };
         self.next_generation = self.next_generation.wrapping_add(1);
         debug!("conn {}.{} accepted from {addr}", id.slot, id.generation);
-        entry.insert(Conn {
+        entry.insert(Conn::new(
             id,
-            peer: addr,
-            phase: Phase::Request {
-                stream: transport,
-                buf: Vec::new(),
-            },
-            dirty: false,
+            addr,
+            transport,
             refusal,
-            handed: 0,
-            accounted: 0,
-            read_peak: 0,
-            write_peak: 0,
-            held: 0,
-            bucket: TokenBucket::full(self.config.rate_limit, self.now),
-        });
+            self.config.rate_limit,
+            self.now,
+        ));
         if refusal.is_some() {
             self.refusing += 1;
         } else {
             *self.per_address.entry(addr.ip()).or_insert(0) += 1;
         }
-        self.start_timer(id, TimerKind::Handshake, self.config.handshake_timeout);
+        self.start_timer(
+            id,
+            TimerKind::Deadline(Deadline::Handshake),
+            self.config.handshake_timeout,
+        );
     }
 }

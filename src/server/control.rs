@@ -7,9 +7,6 @@ use log::{error, info};
 use signal_hook::consts::SIGHUP;
 
 use super::driver::Driver;
-use crate::close::CloseReason;
-use crate::conn::Phase;
-use crate::hub::ConnId;
 use crate::tls;
 
 impl Driver {
@@ -70,25 +67,6 @@ impl Driver {
             }
         }
         self.stopping_until = Some(self.now + self.config.shutdown_grace.as_millis() as u64);
-        let slots: Vec<(usize, ConnId, bool)> = self
-            .conns
-            .iter()
-            .map(|(slot, c)| (slot, c.id, matches!(c.phase, Phase::Open(_))))
-            .collect();
-        // Every peer is told 1001 first, then forgotten: partners are all going away, so the
-        // disconnect notes (sent only to open connections) would be noise.
-        for &(slot, id, open) in &slots {
-            if open {
-                self.start_close(id, CloseReason::Shutdown);
-            } else if !matches!(
-                self.conns.get(slot).map(|c| &c.phase),
-                Some(Phase::Closing(_) | Phase::Failing(_))
-            ) {
-                self.finish(slot);
-            }
-        }
-        for &(_, id, _) in &slots {
-            self.on_gone(id);
-        }
+        self.close_all();
     }
 }

@@ -1,58 +1,48 @@
-//! The loop: one mio `Poll`, the listener, the slab of connections, the timer wheel and the
+//! The loop: one mio `Poll`, the listeners, the slab of connections, the timer wheel and the
 //! clock (read once per loop turn).
 //!
-//! A thin driver: it turns readiness into calls on [`Conn`] and [`Hub`] and applies the
-//! effects the hub returns. Sockets are registered once for read and write (edge-triggered)
-//! and every operation is drained to `WouldBlock`; each inner loop has a cap, and work left by
-//! a cap is picked up next turn without waiting. Closed connections are reaped once per turn.
+//! A thin driver: it turns readiness into [`Conn::step`] calls, routes each outcome (to the
+//! hub, the timers, the counters), applies the effects the hub returns, flushes what was
+//! written and reaps what is done. It never reaches inside a connection. Each connection gets
+//! a bounded share of work per turn; one that has more left is stepped again next turn, which
+//! comes at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use tungstenite::protocol::frame::CloseFrame;
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::Message;
 
 use super::{Server, Shared, FIRST_LISTENER, MAX_LISTENERS, SIGNALS, WAKER};
 use crate::close::CloseReason;
 use crate::config::Config;
-use crate::conn::{Conn, Phase};
+use crate::conn::{Conn, Deadline, Flush, Limits, Outcome, Turn};
 use crate::error::Error;
+use crate::handshake::Request;
+use crate::http::{self, Answer};
 use crate::hub::{ConnId, Effect, Hub};
-use crate::limits::frame_len;
 use crate::metrics::{Gauges, HandshakeFailure, Limit, Metrics};
+use crate::throttle::{skipped_note, Throttle};
 use crate::timer::TimerWheel;
 
-/// Bytes buffered before tungstenite writes on its own; below it, writes wait for the flush at
-/// the end of the loop turn, so many messages to one peer leave in one system call.
-const WRITE_BUFFER: usize = 64 * 1024;
-/// Read buffer of each connection. tungstenite allocates it up front and holds it while the
-/// connection idles, so it is small: signaling messages are small (an ICE candidate is about
-/// 200 bytes) and a larger frame grows it as needed. 8 KiB here cost 9.1 KB of RSS per idle
-/// connection; 1 KiB, 1.9 KB.
-pub(super) const READ_BUFFER: usize = 1024;
 /// Timers handled per loop turn; see `expire_timers`.
 const MAX_TIMERS_PER_TURN: usize = 64;
-/// Room kept in a full send queue for the close frame that reports it (RFC 6455 §5.5: a
-/// control frame is at most 127 bytes).
-const CLOSE_FRAME_ROOM: usize = 256;
+/// Capacity of the read buffer the connections share.
+const SCRATCH: usize = 64 * 1024;
 
 /// What a timer entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TimerKind {
-    Handshake,
+    Deadline(Deadline),
     Heartbeat,
-    Close,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,36 +61,38 @@ pub(super) struct Driver {
     pub(super) tls: Option<Arc<rustls::ServerConfig>>,
     pub(super) signals: Option<Signals>,
     pub(super) config: Config,
-    pub(super) ws_config: WebSocketConfig,
+    limits: Limits,
     pub(super) max_connections: usize,
     pub(super) conns: Slab<Conn>,
     /// Open connections per client address (refused ones excluded).
     pub(super) per_address: HashMap<IpAddr, usize>,
     /// Connections admitted only to be refused with an HTTP answer.
     pub(super) refusing: usize,
-    /// Refusals since the last refusal log line, and when that line was written.
-    pub(super) refusals_unlogged: u64,
-    pub(super) refusal_logged_at: u64,
+    /// Log lines a client can trigger: refusals by kind, closes by reason.
+    pub(super) refusal_logs: Throttle<3>,
+    close_logs: Throttle<{ CloseReason::ALL.len() }>,
     pub(super) hub: Hub,
     pub(super) metrics: Metrics,
     /// Contents relayed this turn: observed into the latency histogram, with the turn's
     /// duration, once the turn's flush handed them to the kernel.
     relayed_this_turn: u64,
-    /// When poll returned, starting this turn.
+    /// When poll returned, starting this turn, and the turn's number.
     turn_start: Instant,
+    turn: u64,
     start_time: f64,
     pub(super) timers: TimerWheel<Timer>,
     effects: Vec<Effect>,
     spare_effects: Vec<Effect>,
     /// Due timers not handled yet (see `expire_timers`), oldest first.
-    fired: Vec<Timer>,
-    pub(super) dirty: Vec<usize>,
+    fired: VecDeque<Timer>,
+    expired: Vec<Timer>,
+    scratch: BytesMut,
+    dirty: Vec<usize>,
     gone: Vec<usize>,
-    pub(super) again: Vec<usize>,
-    /// Sum of the connections' `accounted` queued bytes.
+    again: Vec<usize>,
+    /// Sums of what the connections hold, as they last reported it.
     total_queued: usize,
-    /// Sum of the connections' `held` buffer capacity: what the memory budget limits.
-    total_held: usize,
+    total_buffers: usize,
     pub(super) accept_ready: bool,
     pub(super) accept_retry_at: Option<u64>,
     pub(super) next_generation: u32,
@@ -112,14 +104,6 @@ pub(super) struct Driver {
 impl Driver {
     pub(super) fn new(server: Server) -> Self {
         let config = server.config;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(WRITE_BUFFER)
-            .max_write_buffer_size(
-                (config.max_send_queue + CLOSE_FRAME_ROOM).max(WRITE_BUFFER + CLOSE_FRAME_ROOM),
-            )
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_message_size));
         Self {
             poll: server.poll,
             listeners: server.listeners,
@@ -127,29 +111,36 @@ impl Driver {
             shared: server.shared,
             tls: server.tls,
             signals: server.signals,
-            ws_config,
+            limits: Limits {
+                max_message_size: config.max_message_size,
+                max_send_queue: config.max_send_queue,
+                rate_limit: config.rate_limit,
+            },
             max_connections: server.max_connections,
             conns: Slab::new(),
             per_address: HashMap::new(),
             refusing: 0,
-            refusals_unlogged: 0,
-            refusal_logged_at: 0,
+            refusal_logs: Throttle::default(),
+            close_logs: Throttle::default(),
             hub: Hub::new(random_seed()),
             metrics: Metrics::default(),
             relayed_this_turn: 0,
             turn_start: Instant::now(),
+            turn: 0,
             start_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             timers: TimerWheel::default(),
             effects: Vec::new(),
             spare_effects: Vec::new(),
-            fired: Vec::new(),
+            fired: VecDeque::new(),
+            expired: Vec::new(),
+            scratch: BytesMut::with_capacity(SCRATCH),
             dirty: Vec::new(),
             gone: Vec::new(),
             again: Vec::new(),
             total_queued: 0,
-            total_held: 0,
+            total_buffers: 0,
             accept_ready: true,
             accept_retry_at: None,
             next_generation: 0,
@@ -172,6 +163,8 @@ impl Driver {
             // The clock, read once for the turn.
             self.turn_start = Instant::now();
             self.now = (self.turn_start - self.start).as_millis() as u64;
+            self.turn += 1;
+            let again = std::mem::take(&mut self.again);
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.on_wake(),
@@ -184,17 +177,21 @@ impl Driver {
                     Token(t) if t > FIRST_LISTENER - MAX_LISTENERS => self.accept_ready = true,
                     Token(slot) => {
                         let closed = event.is_read_closed() || event.is_error();
-                        if event.is_readable() || closed {
-                            if let Some(conn) = self.conns.get_mut(slot) {
-                                conn.on_readable(closed);
-                            }
+                        let Some(conn) = self.conns.get_mut(slot) else {
+                            continue;
+                        };
+                        conn.on_ready(event.is_readable(), closed);
+                        // A writable edge: what waited for room can go (events are hints:
+                        // reading is tried either way and stops when there is nothing).
+                        if event.is_writable() && conn.wants_flush() && conn.list() {
+                            self.dirty.push(slot);
                         }
-                        self.on_ready(slot, event.is_writable());
+                        self.drive(slot);
                     }
                 }
             }
-            for slot in std::mem::take(&mut self.again) {
-                self.on_ready(slot, false);
+            for slot in again {
+                self.drive(slot);
             }
             if self.accept_ready && self.accept_retry_at.is_none_or(|t| self.now >= t) {
                 self.accept();
@@ -238,6 +235,350 @@ impl Driver {
             .map(|d| Duration::from_millis(d.saturating_sub(now) + 1))
     }
 
+    /// Steps a connection until it waits, yields its turn or is done, routing each outcome.
+    fn drive(&mut self, slot: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            let id = conn.id();
+            let mut turn = Turn {
+                number: self.turn,
+                now: self.now,
+                scratch: &mut self.scratch,
+                limits: &self.limits,
+            };
+            match conn.step(&mut turn) {
+                Outcome::Idle => break,
+                Outcome::Yield => {
+                    self.again.push(slot);
+                    break;
+                }
+                Outcome::Done => {
+                    self.gone.push(slot);
+                    break;
+                }
+                Outcome::Failed(why) => {
+                    self.metrics.on_handshake_failure(why);
+                    self.gone.push(slot);
+                    break;
+                }
+                Outcome::Request(request) => self.on_request(slot, request.as_ref()),
+                Outcome::Opened(target) => self.on_open(slot, id, target.ok()),
+                Outcome::Message(message) => {
+                    let before = self.hub.counters().relayed_messages;
+                    self.hub.on_message(id, message, &mut self.effects);
+                    self.relayed_this_turn += self.hub.counters().relayed_messages - before;
+                    self.apply_effects();
+                }
+                Outcome::Ended(reason) => self.on_ended(slot, id, reason),
+            }
+        }
+        self.settle(slot);
+    }
+
+    /// Answers a complete request head.
+    fn on_request(&mut self, slot: usize, request: Option<&Request>) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        let client = conn.peer().ip();
+        let ctx = http::Context {
+            refusal: conn.refusal(),
+            stopping: self.stopping_until.is_some(),
+            metrics_allowed: self.config.metrics_allow.iter().any(|n| n.contains(client)),
+            metrics: &|| self.metrics.render(&self.gauges()),
+        };
+        let answer = http::answer(request, &ctx);
+        if let Answer::Close(_, Some(why)) = &answer {
+            self.metrics.on_handshake_failure(*why);
+            if *why == HandshakeFailure::TooLarge {
+                self.metrics.on_limit(Limit::RequestSize);
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.answer(answer);
+        }
+    }
+
+    /// A WebSocket opened; a bad URL (no key) closes it with 4745.
+    fn on_open(&mut self, slot: usize, id: ConnId, target: Option<crate::handshake::Target>) {
+        self.metrics.on_upgrade();
+        if self.stopping_until.is_some() {
+            // Its 101 was on its way when the stop began.
+            return self.close(slot, CloseReason::Shutdown);
+        }
+        self.start_timer(id, TimerKind::Heartbeat, self.config.heartbeat_interval);
+        match target {
+            Some(t) => {
+                debug!(
+                    "conn {}.{} open: key of {} bytes{}",
+                    id.slot,
+                    id.generation,
+                    t.key.len(),
+                    if t.favored { ", favored" } else { "" }
+                );
+                self.hub.on_open(id, &t.key, t.favored, &mut self.effects);
+            }
+            None => self.effects.push(Effect::Close(id, CloseReason::BadUrl)),
+        }
+        self.apply_effects();
+    }
+
+    /// The WebSocket is over for the hub: by the peer (`None`) or by the connection itself.
+    fn on_ended(&mut self, slot: usize, id: ConnId, reason: Option<CloseReason>) {
+        match reason {
+            None => self.metrics.on_client_close(),
+            Some(reason) => self.on_server_close(slot, reason),
+        }
+        self.start_timer(
+            id,
+            TimerKind::Deadline(Deadline::Close),
+            self.config.close_timeout,
+        );
+        self.hub.on_close(id, &mut self.effects);
+        self.apply_effects();
+    }
+
+    /// Counts a close frame the server queued, and logs it: limits and broken rules at warn,
+    /// throttled, since a client can cause them at will.
+    fn on_server_close(&mut self, slot: usize, reason: CloseReason) {
+        self.metrics.on_server_close(reason);
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        let (id, peer) = (conn.id(), conn.peer());
+        let client_caused = Limit::of(reason).is_some() || reason == CloseReason::ProtocolError;
+        if !client_caused {
+            return debug!("conn {}.{} closing: {reason}", id.slot, id.generation);
+        }
+        if let Some(skipped) = self.close_logs.allow(reason.index(), self.now) {
+            warn!(
+                "conn {}.{} ({peer}) closed: {reason}{}",
+                id.slot,
+                id.generation,
+                skipped_note(skipped)
+            );
+        }
+    }
+
+    /// Closes an open connection with `reason` (the hub has forgotten it, or never knew it).
+    fn close(&mut self, slot: usize, reason: CloseReason) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let id = conn.id();
+        if conn.close(reason) {
+            self.on_server_close(slot, reason);
+            self.start_timer(
+                id,
+                TimerKind::Deadline(Deadline::Close),
+                self.config.close_timeout,
+            );
+        }
+        self.settle(slot);
+    }
+
+    /// Applies the hub's effects, and those that applying them causes, in order.
+    fn apply_effects(&mut self) {
+        while !self.effects.is_empty() {
+            let next = std::mem::take(&mut self.spare_effects);
+            let mut batch = std::mem::replace(&mut self.effects, next);
+            for effect in batch.drain(..) {
+                match effect {
+                    Effect::Send(id, bytes) => self.send(id, &bytes),
+                    Effect::Close(id, reason) => {
+                        if let Some(slot) = self.slot_of(id) {
+                            self.close(slot, reason);
+                        }
+                    }
+                }
+            }
+            self.spare_effects = batch;
+        }
+    }
+
+    fn send(&mut self, id: ConnId, bytes: &[u8]) {
+        let Some(slot) = self.slot_of(id) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Err(reason) = conn.send(bytes, &self.limits) {
+            // It gave up its queue and queued its close: the hub forgets it.
+            self.on_ended(slot, id, Some(reason));
+        }
+        self.settle(slot);
+    }
+
+    /// After any work on a connection: its counts into the totals, its queue on the flush
+    /// list.
+    fn settle(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let (old, new) = conn.report();
+        self.total_queued = self.total_queued - old.queued + new.queued;
+        self.total_buffers = self.total_buffers - old.buffers + new.buffers;
+        if conn.wants_flush() && conn.list() {
+            self.dirty.push(slot);
+        }
+    }
+
+    pub(super) fn start_timer(&mut self, id: ConnId, kind: TimerKind, after: Duration) {
+        let at = self.now + after.as_millis() as u64;
+        self.timers.insert(at, Timer { id, kind, at });
+    }
+
+    /// Handles due timers, at most `MAX_TIMERS_PER_TURN` a turn: peers that opened together
+    /// tick together, and hundreds of heartbeats written in one turn would hold up the relays
+    /// waiting behind them. The rest wait, in order, for the next turn, which comes at once.
+    fn expire_timers(&mut self) {
+        self.timers.expire(self.now, &mut self.expired);
+        self.fired.extend(self.expired.drain(..));
+        for _ in 0..MAX_TIMERS_PER_TURN {
+            let Some(timer) = self.fired.pop_front() else {
+                break;
+            };
+            let Some(slot) = self.slot_of(timer.id) else {
+                continue;
+            };
+            let id = timer.id;
+            match timer.kind {
+                TimerKind::Deadline(deadline) => {
+                    let Some(conn) = self.conns.get_mut(slot) else {
+                        continue;
+                    };
+                    let Some(upgrading) = conn.on_deadline(deadline) else {
+                        continue;
+                    };
+                    debug!(
+                        "conn {}.{} dropped: {deadline:?} timeout",
+                        id.slot, id.generation
+                    );
+                    if upgrading {
+                        self.metrics.on_handshake_failure(HandshakeFailure::Timeout);
+                        self.metrics.on_limit(Limit::HandshakeTimeout);
+                    }
+                    self.gone.push(slot);
+                    self.settle(slot);
+                }
+                TimerKind::Heartbeat => {
+                    if !self.conns.get(slot).is_some_and(Conn::is_open) {
+                        continue;
+                    }
+                    self.hub.on_heartbeat_due(id, &mut self.effects);
+                    self.apply_effects();
+                    if self.conns.get(slot).is_some_and(Conn::is_open) {
+                        // After a stall, one tick, not a burst of overdue ones (as setInterval).
+                        let interval = self.config.heartbeat_interval.as_millis() as u64;
+                        let at = (timer.at + interval).max(self.now + interval);
+                        self.timers.insert(at, Timer { at, ..timer });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes every connection written to this turn, holds the memory budget, then reaps the
+    /// finished ones (whose disconnect notes may dirty others), until nothing is left to do.
+    fn flush_and_reap(&mut self) {
+        loop {
+            for slot in std::mem::take(&mut self.dirty) {
+                self.flush(slot);
+            }
+            if self.total_buffers > self.config.memory_budget && self.enforce_memory_budget() {
+                continue;
+            }
+            if self.gone.is_empty() {
+                return;
+            }
+            for slot in std::mem::take(&mut self.gone) {
+                let reaped = self.conns.get(slot).is_some_and(Conn::is_done);
+                if !reaped {
+                    continue;
+                }
+                let mut conn = self.conns.remove(slot);
+                // Ignored failure: the socket is closed right after, which removes it anyway.
+                let _ = self.poll.registry().deregister(conn.socket());
+                self.forget(&mut conn);
+                self.hub.on_close(conn.id(), &mut self.effects);
+                self.apply_effects();
+            }
+            // A slot is free: an accept that stopped at a limit may go on.
+            self.accept_retry_at = None;
+        }
+    }
+
+    fn flush(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let lingering_before = conn.is_lingering();
+        let failed = conn.flush() == Flush::Failed;
+        // Its last words are out: what the peer still sends is read (and dropped) until it
+        // hangs up, which may have happened already.
+        let now_lingering = conn.is_lingering() && !lingering_before;
+        self.settle(slot);
+        if failed {
+            self.gone.push(slot);
+        } else if now_lingering {
+            self.again.push(slot);
+        }
+    }
+
+    /// Past the memory budget, the connections holding the most (queues, partial messages,
+    /// read buffers) are closed with 1008, giving up what they hold at once, until the total
+    /// is under it. False when nothing could be closed.
+    fn enforce_memory_budget(&mut self) -> bool {
+        let mut heaviest: Vec<(usize, usize)> = self
+            .conns
+            .iter()
+            .map(|(slot, c)| (c.held().buffers, slot))
+            .filter(|&(held, _)| held > 0)
+            .collect();
+        heaviest.sort_unstable_by(|a, b| b.cmp(a));
+        let mut closed_any = false;
+        for (held, slot) in heaviest {
+            if self.total_buffers <= self.config.memory_budget {
+                break;
+            }
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            let id = conn.id();
+            if !conn.abort(CloseReason::MemoryBudget) {
+                continue;
+            }
+            closed_any = true;
+            debug!(
+                "conn {}.{}: memory budget of {} bytes spent, it held {held}",
+                id.slot, id.generation, self.config.memory_budget
+            );
+            self.on_ended(slot, id, Some(CloseReason::MemoryBudget));
+            self.settle(slot);
+        }
+        closed_any
+    }
+
+    /// Releases what a reaped connection held in the server's counts.
+    fn forget(&mut self, conn: &mut Conn) {
+        let id = conn.id();
+        debug!("conn {}.{} reaped", id.slot, id.generation);
+        let (old, _) = conn.report();
+        self.total_queued -= old.queued;
+        self.total_buffers -= old.buffers;
+        if conn.refusal().is_some() {
+            self.refusing -= 1;
+        } else if let Some(n) = self.per_address.get_mut(&conn.peer().ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&conn.peer().ip());
+            }
+        }
+    }
+
     /// The turn's relayed messages are handed to the kernel (or queued behind a full socket):
     /// their time inside the server, from the start of the turn that read them, ends now.
     fn observe_relays(&mut self) {
@@ -257,7 +598,7 @@ impl Driver {
             members: self.hub.member_count(),
             bindings: self.hub.binding_count(),
             queued_bytes: self.total_queued,
-            buffered_bytes: self.total_held,
+            buffered_bytes: self.total_buffers,
             relayed_messages: counters.relayed_messages,
             relayed_bytes: counters.relayed_bytes,
             heartbeat_timeouts: counters.heartbeat_timeouts,
@@ -275,299 +616,31 @@ impl Driver {
         s.queued_bytes.store(self.total_queued, Ordering::Relaxed);
     }
 
-    /// Closes a connection for `reason`: the hub forgets it and tells its partners.
-    pub(super) fn close(&mut self, id: ConnId, reason: CloseReason) {
-        self.hub.close(id, reason, &mut self.effects);
-        self.apply_effects();
-    }
-
-    /// Lets the hub handle one binary message.
-    pub(super) fn on_message(&mut self, id: ConnId, frame: Bytes) {
-        let before = self.hub.counters().relayed_messages;
-        self.hub.on_message(id, frame, &mut self.effects);
-        self.relayed_this_turn += self.hub.counters().relayed_messages - before;
-        self.apply_effects();
-    }
-
-    /// A WebSocket opened on `key`; a bad URL (no key) closes it with 4745.
-    pub(super) fn on_open(&mut self, id: ConnId, target: Option<(&[u8], bool)>) {
-        match target {
-            Some((key, favored)) => self.hub.on_open(id, key, favored, &mut self.effects),
-            None => self.effects.push(Effect::Close(id, CloseReason::BadUrl)),
-        }
-        self.apply_effects();
-    }
-
-    /// The peer is gone: the hub forgets it and tells its partners.
-    pub(super) fn on_gone(&mut self, id: ConnId) {
-        self.hub.on_close(id, &mut self.effects);
-        self.apply_effects();
-    }
-
-    /// Applies the hub's effects, and those that applying them causes, in order.
-    fn apply_effects(&mut self) {
-        while !self.effects.is_empty() {
-            let next = std::mem::take(&mut self.spare_effects);
-            let mut batch = std::mem::replace(&mut self.effects, next);
-            for effect in batch.drain(..) {
-                match effect {
-                    Effect::Send(id, bytes) => self.send(id, bytes),
-                    Effect::Close(id, reason) => self.start_close(id, reason),
-                }
-            }
-            self.spare_effects = batch;
-        }
-    }
-
-    fn send(&mut self, id: ConnId, bytes: Bytes) {
-        let max_send_queue = self.config.max_send_queue;
-        let Some((slot, conn)) = self.lookup(id) else {
-            return;
-        };
-        if !matches!(conn.phase, Phase::Open(_)) {
-            return;
-        }
-        let frame = frame_len(bytes.len());
-        if conn.queued() + frame > max_send_queue {
-            warn!(
-                "conn {}.{} ({}) closed: send queue full ({} bytes queued)",
-                id.slot,
-                id.generation,
-                conn.peer,
-                conn.queued()
-            );
-            self.metrics.on_limit(Limit::SendQueue);
-            self.hub
-                .close(id, CloseReason::SendQueueFull, &mut self.effects);
-            return;
-        }
-        conn.handed += frame as u64;
-        let Phase::Open(ws) = &mut conn.phase else {
-            return;
-        };
-        match ws.write(Message::Binary(bytes)) {
-            Ok(()) => self.mark_dirty(slot),
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.mark_dirty(slot)
-            }
-            Err(e) => {
-                debug!("conn {}.{} write failed: {e}", id.slot, id.generation);
-                self.finish(slot);
-            }
-        }
-    }
-
-    /// Queues a close frame and moves the connection to `Closing`.
-    pub(super) fn start_close(&mut self, id: ConnId, reason: CloseReason) {
-        let Some((slot, conn)) = self.lookup(id) else {
-            return;
-        };
-        let Phase::Open(ws) = &mut conn.phase else {
-            return;
-        };
-        debug!("conn {}.{} closing: {reason}", id.slot, id.generation);
-        let frame = CloseFrame {
-            code: reason.close_code().into(),
-            reason: reason.reason().into(),
-        };
-        let result = ws.close(Some(frame));
-        conn.handed += frame_len(2 + reason.reason().len()) as u64;
-        match result {
-            Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return self.finish(slot),
-        }
-        conn.set_closing();
-        self.metrics.on_server_close(reason);
-        self.start_close_timer(id);
-    }
-
-    pub(super) fn start_close_timer(&mut self, id: ConnId) {
-        self.start_timer(id, TimerKind::Close, self.config.close_timeout);
-    }
-
-    pub(super) fn start_timer(&mut self, id: ConnId, kind: TimerKind, after: Duration) {
-        let at = self.now + after.as_millis() as u64;
-        self.timers.insert(at, Timer { id, kind, at });
-    }
-
-    /// Handles due timers, at most `MAX_TIMERS_PER_TURN` a turn: peers that opened together
-    /// tick together, and hundreds of heartbeats written in one turn would hold up the relays
-    /// waiting behind them. The rest wait, in order, for the next turn, which comes at once.
-    fn expire_timers(&mut self) {
-        let mut fired = std::mem::take(&mut self.fired);
-        self.timers.expire(self.now, &mut fired);
-        let now_due = fired.len().min(MAX_TIMERS_PER_TURN);
-        for timer in fired.drain(..now_due) {
-            let Some((slot, conn)) = self.lookup(timer.id) else {
-                continue;
-            };
-            let (id, kind) = (timer.id, timer.kind);
-            match (kind, &conn.phase) {
-                (
-                    TimerKind::Handshake,
-                    Phase::Request { .. } | Phase::Respond { .. } | Phase::Linger(_),
-                ) => {
-                    debug!(
-                        "conn {}.{} dropped: handshake timeout",
-                        id.slot, id.generation
-                    );
-                    // A lingering one already failed for another reason.
-                    if !matches!(conn.phase, Phase::Linger(_)) {
-                        self.metrics.on_handshake_failure(HandshakeFailure::Timeout);
-                        self.metrics.on_limit(Limit::HandshakeTimeout);
-                    }
-                    self.finish(slot);
-                }
-                (TimerKind::Close, Phase::Closing(_) | Phase::Failing(_) | Phase::Linger(_)) => {
-                    debug!("conn {}.{} dropped: close timeout", id.slot, id.generation);
-                    self.finish(slot);
-                }
-                (TimerKind::Heartbeat, Phase::Open(_)) => {
-                    self.hub.on_heartbeat_due(id, &mut self.effects);
-                    self.apply_effects();
-                    let still_open = self
-                        .lookup(id)
-                        .is_some_and(|(_, c)| matches!(c.phase, Phase::Open(_)));
-                    if still_open {
-                        // After a stall, one tick, not a burst of overdue ones (as setInterval).
-                        let interval = self.config.heartbeat_interval.as_millis() as u64;
-                        let at = (timer.at + interval).max(self.now + interval);
-                        self.timers.insert(at, Timer { at, ..timer });
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.fired = fired;
-    }
-
-    /// Flushes every connection written to this turn, then reaps the finished ones (whose
-    /// disconnect notes may dirty others), until nothing is left to do; then holds the
-    /// memory budget.
-    fn flush_and_reap(&mut self) {
-        loop {
-            for slot in std::mem::take(&mut self.dirty) {
-                self.flush(slot);
-            }
-            if self.gone.is_empty() {
-                if self.total_held <= self.config.memory_budget || !self.enforce_memory_budget() {
-                    return;
-                }
-                continue;
-            }
-            for slot in std::mem::take(&mut self.gone) {
-                if let Some(conn) = self.conns.try_remove(slot) {
-                    self.forget(&conn);
-                    self.on_gone(conn.id);
-                }
-            }
-            // A slot is free: an accept that stopped at a limit may go on.
-            self.accept_retry_at = None;
-        }
-    }
-
-    fn flush(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        conn.dirty = false;
-        // The send buffer keeps the capacity of its largest queue.
-        conn.write_peak = conn.write_peak.max(conn.queued());
-        let failed = if matches!(conn.phase, Phase::Failing(_)) {
-            conn.flush_failing()
-                .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
-        } else if let Some(ws) = conn.ws() {
-            match ws.flush() {
-                Ok(()) => false,
-                Err(tungstenite::Error::Io(e)) => e.kind() != io::ErrorKind::WouldBlock,
-                Err(_) => true,
-            }
-        } else {
-            false
-        };
-        // Count what is still queued, and what the buffers hold, into the server's totals.
-        let queued = conn.queued();
-        self.total_queued = self.total_queued - conn.accounted + queued;
-        conn.accounted = queued;
-        let held = conn.read_peak + conn.write_peak;
-        self.total_held = self.total_held - conn.held + held;
-        conn.held = held;
-        if failed {
-            self.finish(slot);
-        }
-    }
-
-    /// Past the memory budget, the connections holding the most buffer memory (queued bytes,
-    /// and the capacity their buffers kept from large messages) are closed with 1008 and
-    /// dropped at once (their buffers are what must go) until the total is under it. False
-    /// when there was nothing to close.
-    fn enforce_memory_budget(&mut self) -> bool {
-        let mut heaviest: Vec<(usize, usize)> = self
+    /// Starts the graceful stop for every connection: the open ones are told 1001 and
+    /// forgotten by the hub; the others finish what they are doing (a request in progress
+    /// gets its answer: 503 for an upgrade, and for `/ready`).
+    pub(super) fn close_all(&mut self) {
+        let open: Vec<(usize, ConnId)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.held > 0)
-            .map(|(slot, c)| (c.held, slot))
+            .filter(|(_, c)| c.is_open())
+            .map(|(slot, c)| (slot, c.id()))
             .collect();
-        heaviest.sort_unstable_by(|a, b| b.cmp(a));
-        let closed_any = !heaviest.is_empty();
-        let mut total = self.total_held;
-        for (queued, slot) in heaviest {
-            if total <= self.config.memory_budget {
-                break;
-            }
-            let Some(conn) = self.conns.get(slot) else {
-                continue;
-            };
-            let id = conn.id;
-            self.metrics.on_limit(Limit::MemoryBudget);
-            warn!(
-                "conn {}.{} ({}) closed: memory budget of {} bytes spent, it held {queued}",
-                id.slot, id.generation, conn.peer, self.config.memory_budget
-            );
-            self.close(id, CloseReason::MemoryBudget);
-            self.finish(slot);
-            total -= queued;
+        for &(slot, _) in &open {
+            self.close(slot, CloseReason::Shutdown);
         }
-        closed_any
+        // Partners are all going away: the disconnect notes go nowhere (only open
+        // connections are written to).
+        for &(_, id) in &open {
+            self.hub.on_close(id, &mut self.effects);
+        }
+        self.apply_effects();
     }
 
-    /// Releases what a reaped connection held in the server's counts.
-    fn forget(&mut self, conn: &Conn) {
-        debug!("conn {}.{} reaped", conn.id.slot, conn.id.generation);
-        self.total_queued -= conn.accounted;
-        self.total_held -= conn.held;
-        if conn.refusal.is_some() {
-            self.refusing -= 1;
-        } else if let Some(n) = self.per_address.get_mut(&conn.peer.ip()) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_address.remove(&conn.peer.ip());
-            }
-        }
-    }
-
-    /// The connection is over: drop its socket now, reap it at the end of the turn.
-    pub(super) fn finish(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.get_mut(slot) {
-            if conn.shut(self.poll.registry()) {
-                self.gone.push(slot);
-            }
-        }
-    }
-
-    pub(super) fn mark_dirty(&mut self, slot: usize) {
-        if self.conns.get_mut(slot).is_some_and(Conn::mark_dirty) {
-            self.dirty.push(slot);
-        }
-    }
-
-    pub(super) fn lookup(&mut self, id: ConnId) -> Option<(usize, &mut Conn)> {
+    /// The slot of a connection that is still there.
+    pub(super) fn slot_of(&self, id: ConnId) -> Option<usize> {
         let slot = id.slot as usize;
-        self.conns
-            .get_mut(slot)
-            .filter(|c| c.id == id)
-            .map(|c| (slot, c))
+        self.conns.get(slot).filter(|c| c.id() == id).map(|_| slot)
     }
 }
 

@@ -1,17 +1,14 @@
 //! The event loop and its public face: [`Server::bind`], [`Server::run`], and a [`Handle`]
 //! that other threads use to stop the server, reload its certificates or read its counts.
 //!
-//! Layout: `driver` is the loop itself (poll, timers, effects, flush and reap), `io` drives
-//! one connection's reads and writes, `accept` admits new connections under the limits,
-//! `http` answers the endpoints (/health, /ready, /metrics, the status page), `activation`
-//! takes over systemd's sockets, and `control` handles signals, reloads and shutdown.
+//! Layout: `driver` is the loop itself (poll, connection outcomes, timers, hub effects, flush
+//! and reap), `accept` admits new connections under the limits, `activation` takes over
+//! systemd's sockets, and `control` handles signals, reloads and shutdown.
 
 mod accept;
 mod activation;
 mod control;
 mod driver;
-mod http;
-mod io;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -131,8 +128,8 @@ impl Handle {
 
 impl Server {
     /// Loads the TLS files, if any, and binds the listening socket. Port 0 picks a free port:
-    /// see [`Server::local_addr`]. Without a configured connection limit, raises the soft
-    /// open-file limit to the hard one and derives the limit from it.
+    /// see [`Server::local_addr`]. Without a configured connection limit, derives it from the
+    /// process's open-file limit (which the binary raises first; a host program keeps its own).
     pub fn bind(config: Config) -> Result<Self, Error> {
         // Before any descriptor of ours exists: see `inherited_listeners`.
         let inherited = if config.socket_activation {
@@ -147,7 +144,7 @@ impl Server {
         let max_connections = match config.max_connections {
             Some(n) => n,
             None => {
-                let files = limits::raise_fd_limit().map_err(Error::Limits)?;
+                let files = limits::fd_limit().map_err(Error::Limits)?;
                 usize::try_from(files.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
             }
         };

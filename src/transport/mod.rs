@@ -1,0 +1,210 @@
+//! The byte stream under a connection: plain TCP (`ws://`) or rustls over TCP (`wss://`).
+//! Whatever the variant, it never blocks, says "would block" as such (never as `Ok(0)`), and
+//! reports a TLS failure as a typed [`TransportError::Tls`].
+//!
+//! [`Socket`] saves the system call that only learns "nothing more": a TCP read that returns
+//! less than asked has emptied the receive queue, and with edge-triggered epoll new data
+//! brings a new readable event; so until that event, reads answer "would block" at once. An
+//! end of stream that came with the data brings no further event, so once the peer has shut
+//! its side, every read goes to the kernel until it returns 0.
+
+mod tls;
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+
+use tls::TlsStream;
+
+/// Why a transport cannot go on.
+#[derive(Debug)]
+pub enum TransportError {
+    /// The TLS layer failed (a bad record, a failed handshake); the alert was sent.
+    Tls(rustls::Error),
+    /// The socket failed (reset, broken pipe...).
+    Io(io::Error),
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tls(e) => write!(f, "TLS: {e}"),
+            Self::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+/// What a read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// This many bytes (never 0).
+    Data(usize),
+    /// The peer ended its side.
+    End,
+    /// Nothing until the next readable event.
+    WouldBlock,
+}
+
+/// A connection's byte stream.
+#[derive(Debug)]
+pub struct Transport {
+    stream: Stream,
+}
+
+#[derive(Debug)]
+enum Stream {
+    Plain(Socket),
+    Tls(Box<TlsStream>),
+}
+
+/// A non-blocking TCP socket that remembers when its receive queue was seen empty.
+#[derive(Debug)]
+pub(crate) struct Socket {
+    tcp: TcpStream,
+    /// The last read emptied the receive queue; cleared by the next readable event.
+    drained: bool,
+    /// The peer shut its side: the end of stream must be read, never assumed away.
+    read_closed: bool,
+}
+
+impl Socket {
+    fn new(tcp: TcpStream) -> Self {
+        Self {
+            tcp,
+            drained: false,
+            read_closed: false,
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.drained && !self.read_closed {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match self.tcp.read(buf) {
+            Ok(n) => {
+                // Short, or end of stream: nothing is left until the next readable event.
+                self.drained = n < buf.len();
+                Ok(n)
+            }
+            Err(e) => {
+                self.drained = e.kind() == io::ErrorKind::WouldBlock;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport {
+    /// `ws://` over this socket.
+    pub fn plain(socket: TcpStream) -> Self {
+        Self {
+            stream: Stream::Plain(Socket::new(socket)),
+        }
+    }
+
+    /// `wss://`: rustls over this socket, with this configuration.
+    pub fn tls(
+        socket: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Result<Self, rustls::Error> {
+        let tls = TlsStream::new(Socket::new(socket), config)?;
+        Ok(Self {
+            stream: Stream::Tls(Box::new(tls)),
+        })
+    }
+
+    /// The TCP socket, for registration with the poll.
+    pub fn tcp(&mut self) -> &mut TcpStream {
+        &mut self.socket().tcp
+    }
+
+    fn socket(&mut self) -> &mut Socket {
+        match &mut self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.socket(),
+        }
+    }
+
+    /// The socket reported readable (and, with `read_closed`, that the peer shut its side):
+    /// data, or the end of stream, may wait again.
+    pub fn on_readable(&mut self, read_closed: bool) {
+        let socket = self.socket();
+        socket.drained = false;
+        socket.read_closed |= read_closed;
+    }
+
+    /// Reads into `buf` (not empty).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, TransportError> {
+        loop {
+            let result = match &mut self.stream {
+                Stream::Plain(s) => s.read(buf).map_err(TransportError::Io),
+                Stream::Tls(t) => t.read(buf),
+            };
+            return match result {
+                Ok(0) => Ok(ReadOutcome::End),
+                Ok(n) => Ok(ReadOutcome::Data(n)),
+                Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Ok(ReadOutcome::WouldBlock)
+                }
+                Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Writes from `buf`; `Ok(0)` means the socket (or rustls' buffer) is full: wait for the
+    /// writable edge.
+    pub fn write(&mut self, buf: &[u8]) -> Result<usize, TransportError> {
+        loop {
+            let result = match &mut self.stream {
+                Stream::Plain(s) => s.write(buf).map_err(TransportError::Io),
+                Stream::Tls(t) => t.write(buf),
+            };
+            return match result {
+                Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => other,
+            };
+        }
+    }
+
+    /// Writes out what rustls holds (nothing to do for plain TCP); true when nothing is left.
+    pub fn flush(&mut self) -> Result<bool, TransportError> {
+        match &mut self.stream {
+            Stream::Plain(_) => Ok(true),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+
+    /// Ends the write side: `close_notify` for TLS, then a TCP half-close, so that the client
+    /// reads what was sent before it sees the end. Best effort: the connection is going away
+    /// either way.
+    pub fn close_write(&mut self) {
+        self.close_notify();
+        let _ = self.tcp().shutdown(Shutdown::Write);
+    }
+
+    /// Sends TLS `close_notify` (nothing for plain TCP), before the socket is dropped.
+    pub fn close_notify(&mut self) {
+        if let Stream::Tls(t) = &mut self.stream {
+            t.close_notify();
+        }
+    }
+}
