@@ -681,6 +681,13 @@ impl Conn {
                     return Some(self.end(CloseReason::RateLimited));
                 }
                 if header.opcode == Opcode::Ping {
+                    // Every ping is answered (§5.5.2), within the send queue's limit like any
+                    // other frame: a peer that pings without reading is closed, not buffered.
+                    let queued = self.out.len() - self.sent;
+                    if queued + frame_len(payload.len()) > turn.limits.max_send_queue {
+                        self.abort(CloseReason::SendQueueFull);
+                        return Some(Outcome::Ended(Some(CloseReason::SendQueueFull)));
+                    }
                     frames::encode(&mut self.out, Opcode::Pong, &payload);
                 }
                 return None;

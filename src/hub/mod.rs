@@ -29,6 +29,12 @@ pub const MAX_KEY_LEN: usize = 512;
 /// linear in the list.
 pub const MAX_CONNECT_MEMBERS: usize = 8192;
 
+/// The largest encoded `connect` that can list at most [`MAX_CONNECT_MEMBERS`] ids: each id
+/// takes at most 6 bytes (a tag and a 5-byte varint, unpacked), the `id` field 6 and a packed
+/// list's header 6. A larger one is refused before it is decoded, so that a 2 MiB list of ids
+/// costs no more than a glance.
+const MAX_CONNECT_BYTES: usize = MAX_CONNECT_MEMBERS * 6 + 12;
+
 /// Heartbeat ticks without an answer after which a peer is closed (PROTOCOL.md §4).
 pub const MAX_MISSED_HEARTBEATS: u8 = 3;
 
@@ -198,6 +204,12 @@ impl Hub {
     pub fn on_message(&mut self, id: ConnId, frame: Bytes, out: &mut Vec<Effect>) {
         if self.peer(id).is_none() {
             return;
+        }
+        // Only a message longer than the bound can hold a connect over it.
+        if frame.len() > MAX_CONNECT_BYTES
+            && proto::longest_connect(&frame).is_some_and(|n| n > MAX_CONNECT_BYTES)
+        {
+            return self.close(id, CloseReason::TooManyMembers, out);
         }
         let msg = match Message::decode(frame) {
             Ok(Message { r#type: Some(t) }) => t,
@@ -386,9 +398,8 @@ impl Hub {
         (Answer::Bound, None)
     }
 
-    /// Whether `members` names a member of the group. Linear in the group plus the list (a
-    /// client's list can hold hundreds of thousands of ids in one message): the group's ids
-    /// are sorted once and each listed id is looked up.
+    /// Whether `members` names a member of the group: the group's ids are sorted once and each
+    /// listed id (at most [`MAX_CONNECT_MEMBERS`]) is looked up.
     fn has_members_in_common(&self, key: &[u8], members: &[u32]) -> bool {
         let Some(group) = self.groups.get(key) else {
             return false;

@@ -1649,3 +1649,33 @@ fn connect_oracle(w: &World, p: ConnId, members: &[u32]) -> bool {
 fn key_of(w: &World, p: ConnId) -> String {
     String::from_utf8(w.peer(p).key.to_vec()).unwrap()
 }
+
+#[test]
+fn connect_lists_are_capped_by_count_and_by_size() {
+    // Proves docs/PROTOCOL.md §7 (ours): up to MAX_CONNECT_MEMBERS ids are answered; more, or
+    // a connect too long to hold at most that many, closes 4743 before its ids are decoded.
+    let at_cap: Vec<u32> = (1..=MAX_CONNECT_MEMBERS as u32).map(|i| i << 20).collect();
+    let mut w = World::new();
+    let a = w.open("k", false);
+    assert_eq!(w.connect(a, 1, &at_cap), [answer(a, true)]);
+
+    let over: Vec<u32> = (1..=MAX_CONNECT_MEMBERS as u32 + 1).collect();
+    let b = w.open("k", false);
+    assert_eq!(
+        w.connect(b, 2, &over),
+        [closed(b, CloseReason::TooManyMembers)]
+    );
+    assert!(w.hub.peer(b).is_none());
+
+    // Unpacked and padded with unknown fields: longer than any list at the cap can be.
+    let mut huge = vec![0x1a];
+    let mut body = Vec::new();
+    for _ in 0..MAX_CONNECT_MEMBERS * 2 {
+        body.extend_from_slice(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    }
+    prost::encoding::encode_varint(body.len() as u64, &mut huge);
+    huge.extend_from_slice(&body);
+    let c = w.open("k", false);
+    assert_eq!(w.raw(c, &huge), [closed(c, CloseReason::TooManyMembers)]);
+    assert_eq!(w.members("k"), [a]);
+}
