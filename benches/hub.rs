@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot pieces, with criterion: the hub's decode-route-encode of one
-//! content in each direction (PROTOCOL.md §5), a heartbeat, the protobuf decode alone, and the
-//! heartbeat timer wheel in steady state. Run with `cargo bench --bench hub` (about a minute);
+//! content in each direction (docs/PROTOCOL.md §5), a heartbeat, the protobuf decode alone,
+//! WebSocket framing (a client frame parsed and unmasked; a server frame queued, by our encoder
+//! and by tungstenite's, for comparison), and the heartbeat timer wheel in steady state. Run with `cargo bench --bench hub` (about a minute);
 //! `cargo bench --bench hub -- wheel` runs the matching ones only.
 
 use std::hint::black_box;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message as _;
+use sigver::conn::frames::{self, Opcode};
 use sigver::hub::{ConnId, Effect, Hub};
 use sigver::proto::{Content, GroupData, Message, Type};
 use sigver::timer::TimerWheel;
@@ -122,6 +124,57 @@ fn hub_benches(c: &mut Criterion) {
     g.finish();
 }
 
+fn frame_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("frames");
+    g.throughput(Throughput::Elements(1));
+    let payload = vec![b'x'; PAYLOAD];
+    // A client frame as a browser sends it: masked.
+    let mut client = vec![0x82, 0x80 | 126, 0, PAYLOAD as u8, 1, 2, 3, 4];
+    let start = client.len();
+    client.extend_from_slice(&payload);
+    frames::unmask(&mut client[start..], [1, 2, 3, 4]);
+    g.bench_function("parse and unmask a 200-byte client frame", |b| {
+        let mut buf = client.clone();
+        b.iter(|| {
+            buf.copy_from_slice(&client);
+            let header = frames::parse_header(black_box(&buf)).ok().flatten();
+            let header = header.expect("a whole header");
+            frames::unmask(&mut buf[header.header_len..], header.mask);
+            black_box(&buf);
+        })
+    });
+    // The send queue of one connection: frames appended, then taken by one write.
+    let mut queue = Vec::with_capacity(4096);
+    g.bench_function("queue a 200-byte server frame (ours)", |b| {
+        b.iter(|| {
+            if queue.len() > 3000 {
+                queue.clear();
+            }
+            frames::encode(&mut queue, Opcode::Binary, black_box(&payload));
+        })
+    });
+    let shared = Bytes::from(payload.clone());
+    g.bench_function(
+        "queue a 200-byte server frame (tungstenite Frame::format)",
+        |b| {
+            b.iter(|| {
+                if queue.len() > 3000 {
+                    queue.clear();
+                }
+                let frame = tungstenite::protocol::frame::Frame::message(
+                    black_box(shared.clone()),
+                    tungstenite::protocol::frame::coding::OpCode::Data(
+                        tungstenite::protocol::frame::coding::Data::Binary,
+                    ),
+                    true,
+                );
+                frame.format(&mut queue).expect("a Vec takes every byte");
+            })
+        },
+    );
+    g.finish();
+}
+
 fn wheel_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("wheel");
     // 10 000 connections with 5 s heartbeats, deadlines spread over the period: each
@@ -171,6 +224,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = hub_benches, wheel_benches
+    targets = hub_benches, frame_benches, wheel_benches
 }
 criterion_main!(benches);

@@ -8,7 +8,7 @@
 //! peer's close, a broken frame or a limit makes it `Finishing`: the last frame goes out, the
 //! write side is shut, and `Linger` reads until the peer hangs up. `Done` waits to be reaped.
 
-mod frames;
+pub mod frames;
 #[cfg(test)]
 mod tests;
 
