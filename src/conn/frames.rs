@@ -223,7 +223,9 @@ pub fn server_frame_len(queued: &[u8]) -> Option<usize> {
         127 => {
             let mut be = [0u8; 8];
             be.copy_from_slice(queued.get(2..10)?);
-            usize::try_from(u64::from_be_bytes(be)).ok()? + 10
+            usize::try_from(u64::from_be_bytes(be))
+                .ok()?
+                .checked_add(10)?
         }
         n => usize::from(n) + 2,
     };

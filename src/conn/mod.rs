@@ -289,6 +289,10 @@ impl Conn {
             self.bytes_left = READ_BYTES_PER_TURN;
             self.frames_left = FRAMES_PER_TURN;
         }
+        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+            // Only the WebSocket phases leave their own bytes there between steps.
+            turn.scratch.clear();
+        }
         match self.phase {
             Phase::Request => self.read_request(),
             Phase::Upgrading(_) => self.finish_upgrade(),
@@ -369,11 +373,20 @@ impl Conn {
                 None => break,
             }
         }
+        // Where that frame starts, so that the queue still starts on a frame.
+        let mut start = 0;
+        while let Some(len) = frames::server_frame_len(&self.out[start..]) {
+            if start + len > self.sent {
+                break;
+            }
+            start += len;
+        }
         let kept = self.out.len().min(end.max(self.sent));
-        let mut out = Vec::with_capacity(kept - self.sent + frame_len(125));
-        out.extend_from_slice(&self.out[self.sent..kept]);
+        let start = start.min(self.sent);
+        let mut out = Vec::with_capacity(kept - start + frame_len(125));
+        out.extend_from_slice(&self.out[start..kept]);
         self.out = out;
-        self.sent = 0;
+        self.sent -= start;
         frames::encode_close(&mut self.out, reason.close_code(), reason.reason());
         self.phase = Phase::Finishing;
         true
@@ -667,7 +680,12 @@ impl Conn {
     }
 
     /// One whole frame; `Some` when it ends this step.
-    fn on_frame(&mut self, header: Header, payload: BytesMut, turn: &Turn<'_>) -> Option<Outcome> {
+    fn on_frame(
+        &mut self,
+        header: Header,
+        payload: BytesMut,
+        turn: &mut Turn<'_>,
+    ) -> Option<Outcome> {
         if matches!(self.phase, Phase::Closing) {
             // After our close, data is dropped (RFC 6455 §5.5.1) until the peer's close, which
             // ends the handshake: the server closes the TCP connection first (§7.1.1).
@@ -675,7 +693,7 @@ impl Conn {
         }
         match header.opcode {
             Opcode::Binary | Opcode::Continuation | Opcode::Text => {}
-            Opcode::Close => return Some(self.on_close_frame(&payload)),
+            Opcode::Close => return Some(self.on_close_frame(&payload, turn)),
             Opcode::Ping | Opcode::Pong => {
                 if !self.bucket.try_take(turn.limits.rate_limit, turn.now) {
                     return Some(self.end(CloseReason::RateLimited));
@@ -733,8 +751,9 @@ impl Conn {
         Some(Outcome::Message(message))
     }
 
-    /// The peer's close: echo it (§5.5.1), then finish.
-    fn on_close_frame(&mut self, payload: &[u8]) -> Outcome {
+    /// The peer's close: echo it (§5.5.1), then finish. What came after it is dropped.
+    fn on_close_frame(&mut self, payload: &[u8], turn: &mut Turn<'_>) -> Outcome {
+        turn.scratch.clear();
         match frames::parse_close(payload) {
             Ok(ClosePayload::Empty) => frames::encode(&mut self.out, Opcode::Close, &[]),
             Ok(ClosePayload::Status(code, reason)) => {

@@ -237,6 +237,9 @@ impl Driver {
 
     /// Steps a connection until it waits, yields its turn or is done, routing each outcome.
     fn drive(&mut self, slot: usize) {
+        // The shared read buffer holds one connection's bytes, and only between two steps of
+        // this loop: whatever another connection left there is not this one's.
+        self.scratch.clear();
         loop {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
