@@ -1,5 +1,5 @@
 //! The HTTP side of a connection: parsing the upgrade request (RFC 6455 §4.2.1), extracting
-//! the group key and `favored` from its target (PROTOCOL.md §1), and the HTTP responses.
+//! the group key and `favored` from its target (PROTOCOL.md §1).
 //!
 //! Pure functions over byte strings: no socket, no clock. The connection feeds the bytes read
 //! so far; the answers are written by [`crate::http`].

@@ -57,12 +57,13 @@ pub fn encode_content(buf: &mut BytesMut, sender_id: u32, recipient_id: u32, dat
     buf.split().freeze()
 }
 
-/// The length of the longest `connect` field at the top level of an encoded `Message`, found
-/// by skipping over fields without decoding them (work linear in the number of top-level
-/// fields, not in bytes); `None` when the bytes are not a well-formed message (the decoder
-/// then says why). Lets a huge `connect` be refused before its member ids are decoded.
-pub fn longest_connect(mut buf: &[u8]) -> Option<usize> {
-    let mut longest = 0;
+/// The total length of the `connect` fields at the top level of an encoded `Message` (a
+/// decoder merges repeated ones into one), found by skipping over fields without decoding
+/// them: work linear in the number of top-level fields, not in bytes. `None` when the bytes
+/// are not a well-formed message (the decoder then says why). Lets a huge `connect` be refused
+/// before its member ids are decoded.
+pub fn connect_bytes(mut buf: &[u8]) -> Option<usize> {
+    let mut total: usize = 0;
     while !buf.is_empty() {
         let key = prost::encoding::decode_varint(&mut buf).ok()?;
         let len = match key & 7 {
@@ -76,11 +77,11 @@ pub fn longest_connect(mut buf: &[u8]) -> Option<usize> {
             _ => return None,
         };
         if key >> 3 == 3 && key & 7 == 2 {
-            longest = longest.max(len);
+            total = total.saturating_add(len);
         }
         buf = buf.get(len..)?;
     }
-    Some(longest)
+    Some(total)
 }
 
 #[cfg(test)]
@@ -88,7 +89,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn longest_connect_skips_other_fields() {
+    fn connect_bytes_adds_up_every_connect_field() {
         let connect = |n: u32| {
             encode(Type::Connect(GroupData {
                 id: 1,
@@ -96,15 +97,15 @@ mod tests {
             }))
         };
         let small = connect(3);
-        assert_eq!(longest_connect(&small), Some(small.len() - 2));
+        assert_eq!(connect_bytes(&small), Some(small.len() - 2));
         let big = connect(1000);
         let mut both = big.clone();
         both.extend_from_slice(&encode(Type::Heartbeat(true)));
         both.extend_from_slice(&small);
-        assert_eq!(longest_connect(&both), Some(big.len() - 3));
-        assert_eq!(longest_connect(&HEARTBEAT), Some(0));
-        assert_eq!(longest_connect(&[0x1a, 0x05, 0x08]), None, "truncated");
-        assert_eq!(longest_connect(&[0x0b]), None, "group wire type");
+        assert_eq!(connect_bytes(&both), Some(big.len() - 3 + small.len() - 2));
+        assert_eq!(connect_bytes(&HEARTBEAT), Some(0));
+        assert_eq!(connect_bytes(&[0x1a, 0x05, 0x08]), None, "truncated");
+        assert_eq!(connect_bytes(&[0x0b]), None, "group wire type");
     }
 
     fn encode(t: Type) -> Vec<u8> {

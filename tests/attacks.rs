@@ -782,3 +782,49 @@ fn closes_a_client_can_cause_are_not_logged_one_line_each() {
         "300 closes with 1009 in about a second: {lines} log lines"
     );
 }
+
+// 7. Request heads against the memory budget
+
+/// Whether the server closed (or reset) this connection, looking for a moment.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    match s.read(&mut [0u8; 64]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// Request heads that never end count against the memory budget, and the budget drops them,
+/// not the open WebSockets beside them that hold less.
+#[test]
+fn unfinished_request_heads_are_shed_before_open_peers() {
+    let server = TestServer::with(|c| c.memory_budget = 1 << 20);
+    let mut good = Pair::new(&server, "/good");
+    good.relay(3);
+    let pad = "a".repeat(6000);
+    let mut heads: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            let head = format!("GET /x HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}");
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let mut dropped = 0;
+    assert!(
+        eventually(|| {
+            dropped = heads
+                .iter_mut()
+                .map(|s| usize::from(closed_by_server(s)))
+                .sum();
+            dropped > 0
+        }),
+        "200 unfinished heads of 6 KB each never passed a budget of 1 MiB"
+    );
+    eprintln!("unfinished heads: {dropped} dropped by the budget at first look");
+    good.relay(3);
+}

@@ -164,9 +164,9 @@ pub fn parse_close(payload: &[u8]) -> Result<ClosePayload<'_>, Violation> {
         [_] => Err(Violation("close frame with a one-byte body")),
         [hi, lo, reason @ ..] => {
             let code = u16::from_be_bytes([*hi, *lo]);
-            // §7.4.1 and §7.4.2: 1000-1003, 1007-1011 and 3000-4999 may be sent; 1004-1006,
-            // 1015 and the rest are reserved or must never appear on the wire.
-            let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            // §7.4.1 and §7.4.2 with IANA's registry: 1000-1003, 1007-1014 and 3000-4999 may
+            // be sent; 1004-1006, 1015 and the rest are reserved or never on the wire.
+            let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             if !allowed {
                 return Err(Violation("close code a peer may not send"));
             }
@@ -303,7 +303,9 @@ mod tests {
             Ok(ClosePayload::Status(1000, "bye"))
         );
         assert_eq!(parse_close(b"\x0f\xa0"), Ok(ClosePayload::Status(4000, "")));
+        assert_eq!(parse_close(b"\x03\xf4"), Ok(ClosePayload::Status(1012, "")));
         for bad in [
+            &b"\x0b\xb7"[..],
             &b"\x03"[..],
             b"\x03\xed",
             b"\x03\xf7",

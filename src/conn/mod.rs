@@ -4,9 +4,11 @@
 //!
 //! Phases: `Request` reads the HTTP head; the driver's [`Answer`] makes it `Upgrading` (the
 //! `101` goes out, then `Open`) or `Finishing` (an HTTP answer goes out). `Open` relays
-//! WebSocket messages; a close we start makes it `Closing` (waiting for the peer's close); a
-//! peer's close, a broken frame or a limit makes it `Finishing`: the last frame goes out, the
-//! write side is shut, and `Linger` reads until the peer hangs up. `Done` waits to be reaped.
+//! WebSocket messages; a close we start while the framing is intact (the hub's, the rate
+//! limit, a text frame, too many fragments) makes it `Closing`, waiting for the peer's close;
+//! the peer's close, a broken frame, or a limit that must free memory at once makes it
+//! `Finishing`: the last bytes go out, the write side is shut, and `Linger` reads until the
+//! peer hangs up. `Done` waits to be reaped.
 
 pub mod frames;
 #[cfg(test)]
@@ -27,7 +29,7 @@ use crate::http::{Answer, Refusal};
 use crate::hub::ConnId;
 use crate::limits::TokenBucket;
 use crate::metrics::HandshakeFailure;
-use crate::transport::{ReadOutcome, Transport, TransportError};
+use crate::transport::{ReadOutcome, Transport, TransportError, Written};
 
 /// Bytes one connection may read in one loop turn. With [`FRAMES_PER_TURN`], what bounds the
 /// time one peer takes from the others, whatever it sends: the rest waits for the next turn.
@@ -104,6 +106,17 @@ pub enum Deadline {
     Close,
 }
 
+/// What shedding a connection for the memory budget did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// It was open: it gave up what it held and its close is queued; the hub must forget it.
+    Closed,
+    /// It was not a WebSocket the hub knows (upgrading, closing, lingering): it is done.
+    Dropped,
+    /// It was done already.
+    Nothing,
+}
+
 /// What a flush left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flush {
@@ -155,11 +168,15 @@ pub struct Conn {
     fragments: u32,
     /// The peer ended its side; what was read before is handled first.
     ended: bool,
+    /// A frame was taken out of `input` this step: its allocation may be larger than it says.
+    input_split: bool,
     /// What to send; `sent` bytes of it are out. In WebSocket phases, `out` starts on a frame.
     out: Vec<u8>,
     sent: usize,
     /// On the driver's flush list this turn.
     listed: bool,
+    /// The socket was full at the last write: wait for its writable edge.
+    blocked: bool,
     bucket: TokenBucket,
     /// This turn's share: the turn it belongs to, bytes and frames left.
     share_turn: u64,
@@ -194,9 +211,11 @@ impl Conn {
             partial: None,
             fragments: 0,
             ended: false,
+            input_split: false,
             out: Vec::new(),
             sent: 0,
             listed: false,
+            blocked: false,
             bucket: TokenBucket::full(rate_limit, now),
             share_turn: u64::MAX,
             bytes_left: 0,
@@ -242,9 +261,12 @@ impl Conn {
     }
 
     /// The socket reported readiness.
-    pub fn on_ready(&mut self, readable: bool, read_closed: bool) {
+    pub fn on_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         if readable || read_closed {
             self.transport.on_readable(read_closed);
+        }
+        if writable {
+            self.blocked = false;
         }
     }
 
@@ -253,9 +275,16 @@ impl Conn {
         !std::mem::replace(&mut self.listed, true)
     }
 
-    /// Bytes wait in the send queue (the `101` of an upgrade excepted: stepping sends it).
+    /// Bytes wait to be written (in the send queue, or in rustls) and the socket may take
+    /// them: not full at the last write, or writable since. The `101` of an upgrade is sent
+    /// by stepping, not by the flush.
     pub fn wants_flush(&self) -> bool {
-        self.sent < self.out.len() && !matches!(self.phase, Phase::Upgrading(_))
+        !self.blocked && !matches!(self.phase, Phase::Upgrading(_)) && self.has_unsent()
+    }
+
+    /// Bytes wait in the send queue or in rustls.
+    fn has_unsent(&self) -> bool {
+        self.sent < self.out.len() || self.transport.wants_write()
     }
 
     /// Its last words are out and the write side shut; it reads until the peer hangs up.
@@ -294,15 +323,20 @@ impl Conn {
             turn.scratch.clear();
         }
         match self.phase {
-            Phase::Request => self.read_request(),
+            Phase::Request => self.read_request(turn),
             Phase::Upgrading(_) => self.finish_upgrade(),
             Phase::Open | Phase::Closing => self.read_frames(turn),
-            Phase::Finishing => match self.write_out() {
-                Flush::Failed => Outcome::Done,
-                Flush::Out | Flush::Waiting => self.discard(turn),
-            },
+            Phase::Finishing => self.finish(turn),
             Phase::Linger => self.discard(turn),
             Phase::Done => Outcome::Done,
+        }
+    }
+
+    /// `Finishing`: the last bytes go out, and what the peer sends meanwhile is dropped.
+    fn finish(&mut self, turn: &mut Turn<'_>) -> Outcome {
+        match self.write_out() {
+            Flush::Failed => Outcome::Done,
+            Flush::Out | Flush::Waiting => self.discard(turn),
         }
     }
 
@@ -356,40 +390,55 @@ impl Conn {
         true
     }
 
-    /// Closes at once with `reason`, giving up everything it holds but the frame being
-    /// written (the memory budget, a full send queue): the close frame is queued behind it and
-    /// leaves if the socket takes it. True when it was open or closing.
+    /// Closes an open connection at once with `reason`, giving up everything it holds but
+    /// the frame being written (a full send queue, the memory budget): the close frame is
+    /// queued behind that frame and leaves if the socket takes it. False unless open.
     pub fn abort(&mut self, reason: CloseReason) -> bool {
-        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+        if !self.is_open() {
             return false;
         }
         self.input = BytesMut::new();
         self.partial = None;
-        // Keep the frame the transport is in the middle of: cutting it would break the stream.
-        let mut end = 0;
-        while end < self.sent {
-            match frames::server_frame_len(&self.out[end..]) {
-                Some(len) => end += len,
-                None => break,
-            }
-        }
-        // Where that frame starts, so that the queue still starts on a frame.
-        let mut start = 0;
-        while let Some(len) = frames::server_frame_len(&self.out[start..]) {
-            if start + len > self.sent {
-                break;
-            }
-            start += len;
-        }
-        let kept = self.out.len().min(end.max(self.sent));
-        let start = start.min(self.sent);
-        let mut out = Vec::with_capacity(kept - start + frame_len(125));
-        out.extend_from_slice(&self.out[start..kept]);
+        // Keep the frame the transport is in the middle of, whole: cutting it would break the
+        // stream, and the queue must still start on a frame.
+        let (start, end) = self.frame_at_sent();
+        let mut out = Vec::with_capacity(end - start + frame_len(125));
+        out.extend_from_slice(&self.out[start..end]);
         self.out = out;
         self.sent -= start;
         frames::encode_close(&mut self.out, reason.close_code(), reason.reason());
         self.phase = Phase::Finishing;
         true
+    }
+
+    /// Gives up what it holds for the memory budget: an open connection closes with 1008 as
+    /// [`Conn::abort`] does; any other is dropped (it is not a WebSocket the hub knows, and
+    /// has nothing to say).
+    pub fn shed(&mut self) -> Shed {
+        if self.abort(CloseReason::MemoryBudget) {
+            Shed::Closed
+        } else if self.is_done() {
+            Shed::Nothing
+        } else {
+            self.done();
+            Shed::Dropped
+        }
+    }
+
+    /// Where the frame that `sent` falls in starts and ends in `out` (both `sent` when it falls
+    /// between frames). `out` starts on a frame in the WebSocket phases.
+    fn frame_at_sent(&self) -> (usize, usize) {
+        let mut start = 0;
+        while start < self.sent {
+            match frames::server_frame_len(&self.out[start..]) {
+                Some(len) if start + len > self.sent => {
+                    return (start, (start + len).min(self.out.len()))
+                }
+                Some(len) => start += len,
+                None => break,
+            }
+        }
+        (self.sent, self.sent)
     }
 
     /// A deadline passed: past its handshake or its close, the connection is dropped. `Some`
@@ -425,11 +474,12 @@ impl Conn {
         }
         while self.sent < self.out.len() {
             match self.transport.write(&self.out[self.sent..]) {
-                Ok(0) => {
+                Ok(Written::Full) => {
+                    self.blocked = true;
                     self.compact();
                     return Flush::Waiting;
                 }
-                Ok(n) => self.sent += n,
+                Ok(Written::Took(n)) => self.sent += n,
                 Err(e) => {
                     self.log_failure(&e);
                     self.done();
@@ -443,7 +493,10 @@ impl Conn {
             self.out = Vec::new();
         }
         match self.transport.flush() {
-            Ok(false) => return Flush::Waiting,
+            Ok(false) => {
+                self.blocked = true;
+                return Flush::Waiting;
+            }
             Ok(true) => {}
             Err(e) => {
                 self.log_failure(&e);
@@ -461,21 +514,12 @@ impl Conn {
     }
 
     /// Drops the sent part of a queue the socket did not take whole, keeping the frame being
-    /// written at the front (so that `abort` can find where it ends).
+    /// written at the front (so that the queue still starts on a frame).
     fn compact(&mut self) {
-        if self.sent < OUT_KEEP || self.sent < self.out.len() / 2 {
+        if self.sent < OUT_KEEP || self.sent < self.out.len() / 2 || !self.opened {
             return;
         }
-        if !matches!(self.phase, Phase::Open | Phase::Closing | Phase::Finishing) || !self.opened {
-            return;
-        }
-        let mut start = 0;
-        while let Some(len) = frames::server_frame_len(&self.out[start..]) {
-            if start + len > self.sent {
-                break;
-            }
-            start += len;
-        }
+        let (start, _) = self.frame_at_sent();
         self.out.drain(..start);
         self.sent -= start;
     }
@@ -497,8 +541,9 @@ impl Conn {
         Outcome::Done
     }
 
-    /// `Request`: reads the head; parses it only once its end has arrived.
-    fn read_request(&mut self) -> Outcome {
+    /// `Request`: reads the head; parses it only once its end has arrived. The bytes are
+    /// read into the shared buffer and only what arrived is kept.
+    fn read_request(&mut self, turn: &mut Turn<'_>) -> Outcome {
         // TLS handshake records wait here when the socket was full.
         if let Err(e) = self.transport.flush() {
             return self.fail_early(&e);
@@ -507,15 +552,22 @@ impl Conn {
             if self.head.len() > handshake::MAX_REQUEST_BYTES {
                 return Outcome::Request(None);
             }
-            let start = self.head.len();
-            self.head
-                .resize(start + READ_CHUNK.min(self.bytes_left.max(1)), 0);
-            let read = self.transport.read(&mut self.head[start..]);
-            let n = match read {
-                Ok(ReadOutcome::Data(n)) => n,
-                Ok(ReadOutcome::WouldBlock) => 0,
+            if self.bytes_left == 0 {
+                return self.yield_turn();
+            }
+            turn.scratch.clear();
+            turn.scratch.resize(READ_CHUNK.min(self.bytes_left), 0);
+            let read = self.transport.read(&mut turn.scratch[..]);
+            if let Ok(ReadOutcome::Data(n)) = read {
+                self.head.extend_from_slice(&turn.scratch[..n]);
+            }
+            turn.scratch.clear();
+            self.charge_wire_bytes();
+            match read {
+                Ok(ReadOutcome::Data(_)) => {}
+                Ok(ReadOutcome::Again) => continue,
+                Ok(ReadOutcome::WouldBlock) => return Outcome::Idle,
                 Ok(ReadOutcome::End) => {
-                    self.head.truncate(start);
                     debug!(
                         "conn {}.{} left before its request",
                         self.id.slot, self.id.generation
@@ -523,16 +575,8 @@ impl Conn {
                     self.done();
                     return Outcome::Failed(HandshakeFailure::ClosedEarly);
                 }
-                Err(e) => {
-                    self.head.truncate(start);
-                    return self.fail_early(&e);
-                }
-            };
-            self.head.truncate(start + n);
-            if n == 0 {
-                return Outcome::Idle;
+                Err(e) => return self.fail_early(&e),
             }
-            self.bytes_left = self.bytes_left.saturating_sub(n);
             let complete = handshake::head_complete(&self.head, self.scanned);
             self.scanned = self.head.len();
             if complete {
@@ -546,10 +590,13 @@ impl Conn {
                     }
                 }
             }
-            if self.bytes_left == 0 {
-                return self.yield_turn();
-            }
         }
+    }
+
+    /// Charges what the transport took off the wire to this turn's share.
+    fn charge_wire_bytes(&mut self) {
+        let wire = self.transport.take_wire_bytes();
+        self.bytes_left = self.bytes_left.saturating_sub(wire);
     }
 
     /// `Yield` the first time in a turn; after that the connection is already on the list for
@@ -591,6 +638,7 @@ impl Conn {
     }
 
     /// `Open` and `Closing`: parses the frames read, reading more within the turn's share.
+    /// Bytes wait in `input` when a frame is unfinished, and otherwise in the shared buffer.
     fn read_frames(&mut self, turn: &mut Turn<'_>) -> Outcome {
         loop {
             if self.frames_left == 0 {
@@ -601,14 +649,16 @@ impl Conn {
                 .limits
                 .max_message_size
                 .saturating_sub(self.partial.as_ref().map_or(0, Vec::len));
-            let source = if self.input.is_empty() {
-                &mut *turn.scratch
-            } else {
+            let from_input = !self.input.is_empty();
+            let source = if from_input {
                 &mut self.input
+            } else {
+                &mut *turn.scratch
             };
             match take_frame(source, max) {
                 Ok(Some((header, payload))) => {
                     self.frames_left -= 1;
+                    self.input_split |= from_input;
                     if let Some(outcome) = self.on_frame(header, payload, turn) {
                         if matches!(outcome, Outcome::Done) {
                             turn.scratch.clear();
@@ -635,10 +685,10 @@ impl Conn {
                 self.stash(turn);
                 return self.yield_turn();
             }
-            let target = if self.input.is_empty() {
-                &mut *turn.scratch
-            } else {
+            let target = if from_input {
                 &mut self.input
+            } else {
+                &mut *turn.scratch
             };
             let start = target.len();
             target.resize(start + READ_CHUNK.min(self.bytes_left), 0);
@@ -648,9 +698,9 @@ impl Conn {
                 _ => 0,
             };
             target.truncate(start + n);
-            self.bytes_left -= n;
+            self.charge_wire_bytes();
             match read {
-                Ok(ReadOutcome::Data(_)) => {}
+                Ok(ReadOutcome::Data(_) | ReadOutcome::Again) => {}
                 Ok(ReadOutcome::End) => self.ended = true,
                 Ok(ReadOutcome::WouldBlock) => {
                     self.stash(turn);
@@ -667,6 +717,12 @@ impl Conn {
 
     /// Keeps the unparsed bytes of the shared buffer for the next turn.
     fn stash(&mut self, turn: &mut Turn<'_>) {
+        // A frame taken out of `input` left it a view of a larger allocation, which its
+        // capacity does not show: what is left moves to a buffer of its own size, so that
+        // what it holds is what it counts.
+        if std::mem::take(&mut self.input_split) && !self.input.is_empty() {
+            self.input = BytesMut::from(&self.input[..]);
+        }
         if !turn.scratch.is_empty() {
             self.input.extend_from_slice(turn.scratch);
             turn.scratch.clear();
@@ -688,8 +744,16 @@ impl Conn {
     ) -> Option<Outcome> {
         if matches!(self.phase, Phase::Closing) {
             // After our close, data is dropped (RFC 6455 §5.5.1) until the peer's close, which
-            // ends the handshake: the server closes the TCP connection first (§7.1.1).
-            return (header.opcode == Opcode::Close).then(|| self.done());
+            // ends the handshake: what is still queued goes out, then the server closes the
+            // TCP connection first (§7.1.1).
+            if header.opcode != Opcode::Close {
+                return None;
+            }
+            turn.scratch.clear();
+            self.input = BytesMut::new();
+            self.partial = None;
+            self.phase = Phase::Finishing;
+            return Some(self.finish(turn));
         }
         match header.opcode {
             Opcode::Binary | Opcode::Continuation | Opcode::Text => {}
@@ -806,9 +870,13 @@ impl Conn {
             turn.scratch.resize(READ_CHUNK.min(self.bytes_left), 0);
             let read = self.transport.read(&mut turn.scratch[..]);
             turn.scratch.clear();
+            self.charge_wire_bytes();
             match read {
-                Ok(ReadOutcome::Data(n)) => self.bytes_left = self.bytes_left.saturating_sub(n),
+                Ok(ReadOutcome::Data(_) | ReadOutcome::Again) => {}
                 Ok(ReadOutcome::WouldBlock) => return Outcome::Idle,
+                // A peer may half-close after its request: what is queued for it still goes
+                // out (the deadline bounds the wait), then the connection ends.
+                Ok(ReadOutcome::End) if self.has_unsent() => return Outcome::Idle,
                 Ok(ReadOutcome::End) | Err(_) => return self.done(),
             }
         }

@@ -151,7 +151,7 @@ impl Peer {
     /// Steps until the connection waits, yields or is done, answering a request as the driver
     /// does; then flushes what it queued.
     fn drive_unchecked(&mut self) -> Vec<Ev> {
-        self.conn.on_ready(true, false);
+        self.conn.on_ready(true, true, false);
         let mut evs = Vec::new();
         loop {
             let mut turn = Turn {
@@ -645,12 +645,17 @@ fn our_close_drops_data_until_the_peer_close() {
     p.wait_pending(bytes.len());
     assert_eq!(p.turn(), [Ev::Idle]);
     assert_eq!(p.conn.held().queued, 0, "no pong");
+    // The peer's close ends the handshake: the server shuts its side first (§7.1.1)...
     p.write(&frame(0x88, &close_body(1001, "")));
-    assert_eq!(p.until(|e| *e == Ev::Done), [Ev::Done]);
-    drop(p.conn);
+    p.wait_pending(8);
+    assert_eq!(p.turn(), [Ev::Idle]);
+    assert!(p.conn.is_lingering());
     let mut rest = Vec::new();
     p.client.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "nothing after our close: {rest:?}");
+    // ...and is done once the peer hangs up too.
+    p.client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(p.until(|e| *e == Ev::Done), [Ev::Done]);
 }
 
 // --- Deadlines ---
@@ -710,4 +715,95 @@ fn bytes_behind_a_close_frame_do_not_reach_another_connection() {
     b.turn += 1;
     assert_eq!(b.drive_unchecked(), [Ev::Idle], "b got a's bytes");
     assert!(b.scratch.is_empty() && a.scratch.is_empty());
+}
+
+// --- Found in review ---
+
+// A flush the socket could not take whole waits for the writable edge: the connection is not
+// listed for another write (a wasted system call a turn) until the socket says it has room.
+#[test]
+fn a_full_socket_waits_for_its_writable_edge() {
+    let mut p = Peer::open(Limits {
+        max_send_queue: 64 << 20,
+        ..limits()
+    });
+    let big = vec![7u8; 64 * KIB];
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < WAIT, "the socket never filled");
+        p.conn.send(&big, &p.limits).unwrap();
+        if p.conn.flush() == Flush::Waiting {
+            break;
+        }
+    }
+    assert!(!p.conn.wants_flush(), "blocked until writable");
+    p.conn.send(b"more", &p.limits).unwrap();
+    assert!(!p.conn.wants_flush(), "a send does not unblock it");
+    p.conn.on_ready(false, true, false);
+    assert!(p.conn.wants_flush(), "the writable edge does");
+}
+
+// What is left of the read buffer after a large message is kept in a buffer of its own size:
+// no allocation hides behind a small count.
+#[test]
+fn bytes_left_after_a_large_message_hold_no_hidden_allocation() {
+    let mut p = Peer::open(limits());
+    let payload = pattern(KIB * KIB);
+    let mut bytes = frame(0x82, &payload);
+    bytes.extend_from_slice(&frame(0x82, b"next")[..3]);
+    let writer = p.writer(bytes);
+    let evs = p.until(|e| matches!(e, Ev::Message(_)));
+    writer.join().unwrap();
+    assert!(evs.len() == 1 && evs[0] == Ev::Message(payload));
+    while p.turn() != [Ev::Idle] {}
+    assert_eq!(p.conn.input.len(), 3, "the start of the next frame waits");
+    assert!(p.conn.held().buffers < 16 * KIB, "{:?}", p.conn.held());
+    // A view of the 1 MiB allocation could take it back without allocating.
+    assert!(!p.conn.input.try_reclaim(512 * KIB), "a hidden allocation");
+}
+
+// A peer that half-closes while its last bytes are still queued gets them: the end of its
+// stream does not cut what the server still had to say.
+#[test]
+fn a_half_closing_peer_still_gets_what_was_queued() {
+    let mut p = Peer::open(Limits {
+        max_send_queue: 64 << 20,
+        ..limits()
+    });
+    // One frame larger than the socket buffers can hold: its rest stays queued.
+    p.conn.send(&vec![9u8; 32 << 20], &p.limits).unwrap();
+    assert_eq!(p.conn.flush(), Flush::Waiting);
+    assert!(p.conn.abort(CloseReason::SendQueueFull));
+    p.client.shutdown(Shutdown::Write).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(p.turn(), [Ev::Idle], "still sending");
+    assert!(!p.conn.is_done());
+    // The client reads all of it, and the close at the end.
+    let mut client = p.client.try_clone().unwrap();
+    let reader = thread::spawn(move || loop {
+        match read_frame(&mut client) {
+            (0x82, _) => {}
+            (0x88, body) => break u16::from_be_bytes([body[0], body[1]]),
+            (b0, _) => panic!("{b0:#x}"),
+        }
+    });
+    let start = Instant::now();
+    while !p.conn.is_done() {
+        assert!(start.elapsed() < WAIT, "never done");
+        p.conn.on_ready(true, true, true);
+        p.turn();
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(reader.join().unwrap(), 1008);
+}
+
+// Only an open connection can be aborted: one that is closing already queued its close.
+#[test]
+fn abort_is_for_open_connections_only() {
+    let mut p = Peer::open(limits());
+    assert!(p.conn.close(CloseReason::Shutdown));
+    assert!(!p.conn.abort(CloseReason::MemoryBudget));
+    assert_eq!(p.conn.shed(), Shed::Dropped, "the budget drops it instead");
+    assert!(p.conn.is_done());
+    assert_eq!(p.conn.shed(), Shed::Nothing);
 }

@@ -205,9 +205,9 @@ impl Hub {
         if self.peer(id).is_none() {
             return;
         }
-        // Only a message longer than the bound can hold a connect over it.
+        // Only a message longer than the bound can hold connect fields over it.
         if frame.len() > MAX_CONNECT_BYTES
-            && proto::longest_connect(&frame).is_some_and(|n| n > MAX_CONNECT_BYTES)
+            && proto::connect_bytes(&frame).is_some_and(|n| n > MAX_CONNECT_BYTES)
         {
             return self.close(id, CloseReason::TooManyMembers, out);
         }

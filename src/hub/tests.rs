@@ -1677,5 +1677,19 @@ fn connect_lists_are_capped_by_count_and_by_size() {
     huge.extend_from_slice(&body);
     let c = w.open("k", false);
     assert_eq!(w.raw(c, &huge), [closed(c, CloseReason::TooManyMembers)]);
+
+    // Split over several connect fields, each short enough alone: a decoder merges them.
+    let half: Vec<u32> = (1..=MAX_CONNECT_MEMBERS as u32 / 2 + 1)
+        .map(|i| i << 20)
+        .collect();
+    let one = encode(Type::Connect(GroupData {
+        id: 4,
+        members: half,
+    }));
+    let d = w.open("k", false);
+    assert_eq!(
+        w.raw(d, &one.repeat(3)),
+        [closed(d, CloseReason::TooManyMembers)]
+    );
     assert_eq!(w.members("k"), [a]);
 }

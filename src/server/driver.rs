@@ -24,7 +24,7 @@ use slab::Slab;
 use super::{Server, Shared, FIRST_LISTENER, MAX_LISTENERS, SIGNALS, WAKER};
 use crate::close::CloseReason;
 use crate::config::Config;
-use crate::conn::{Conn, Deadline, Flush, Limits, Outcome, Turn};
+use crate::conn::{Conn, Deadline, Flush, Limits, Outcome, Shed, Turn};
 use crate::error::Error;
 use crate::handshake::Request;
 use crate::http::{self, Answer};
@@ -180,10 +180,10 @@ impl Driver {
                         let Some(conn) = self.conns.get_mut(slot) else {
                             continue;
                         };
-                        conn.on_ready(event.is_readable(), closed);
+                        conn.on_ready(event.is_readable(), event.is_writable(), closed);
                         // A writable edge: what waited for room can go (events are hints:
                         // reading is tried either way and stops when there is nothing).
-                        if event.is_writable() && conn.wants_flush() && conn.list() {
+                        if conn.wants_flush() && conn.list() {
                             self.dirty.push(slot);
                         }
                         self.drive(slot);
@@ -532,8 +532,8 @@ impl Driver {
     }
 
     /// Past the memory budget, the connections holding the most (queues, partial messages,
-    /// read buffers) are closed with 1008, giving up what they hold at once, until the total
-    /// is under it. False when nothing could be closed.
+    /// read buffers, request heads) give it up at once, until the total is under it: an open
+    /// one is closed with 1008, any other is dropped. False when nothing could be shed.
     fn enforce_memory_budget(&mut self) -> bool {
         let mut heaviest: Vec<(usize, usize)> = self
             .conns
@@ -542,7 +542,7 @@ impl Driver {
             .filter(|&(held, _)| held > 0)
             .collect();
         heaviest.sort_unstable_by(|a, b| b.cmp(a));
-        let mut closed_any = false;
+        let mut shed_any = false;
         for (held, slot) in heaviest {
             if self.total_buffers <= self.config.memory_budget {
                 break;
@@ -551,18 +551,22 @@ impl Driver {
                 continue;
             };
             let id = conn.id();
-            if !conn.abort(CloseReason::MemoryBudget) {
-                continue;
-            }
-            closed_any = true;
             debug!(
                 "conn {}.{}: memory budget of {} bytes spent, it held {held}",
                 id.slot, id.generation, self.config.memory_budget
             );
-            self.on_ended(slot, id, Some(CloseReason::MemoryBudget));
+            match conn.shed() {
+                Shed::Nothing => continue,
+                Shed::Closed => self.on_ended(slot, id, Some(CloseReason::MemoryBudget)),
+                Shed::Dropped => {
+                    self.metrics.on_limit(Limit::MemoryBudget);
+                    self.gone.push(slot);
+                }
+            }
+            shed_any = true;
             self.settle(slot);
         }
-        closed_any
+        shed_any
     }
 
     /// Releases what a reaped connection held in the server's counts.

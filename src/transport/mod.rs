@@ -1,6 +1,7 @@
 //! The byte stream under a connection: plain TCP (`ws://`) or rustls over TCP (`wss://`).
-//! Whatever the variant, it never blocks, says "would block" as such (never as `Ok(0)`), and
-//! reports a TLS failure as a typed [`TransportError::Tls`].
+//! Whatever the variant, it never blocks, says "would block" as such ([`ReadOutcome`] and
+//! [`Written`], never a bare 0), counts the bytes it took off the wire (what a connection's
+//! share of a turn is charged), and reports a TLS failure as a typed [`TransportError::Tls`].
 //!
 //! [`Socket`] saves the system call that only learns "nothing more": a TCP read that returns
 //! less than asked has emptied the receive queue, and with edge-triggered epoll new data
@@ -44,16 +45,30 @@ impl std::error::Error for TransportError {}
 pub enum ReadOutcome {
     /// This many bytes (never 0).
     Data(usize),
+    /// Bytes came off the wire but gave nothing to hand over yet (TLS records without
+    /// application data): read again.
+    Again,
     /// The peer ended its side.
     End,
     /// Nothing until the next readable event.
     WouldBlock,
 }
 
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// This many bytes were taken (never 0).
+    Took(usize),
+    /// The socket (or rustls' buffer) is full: wait for the writable edge.
+    Full,
+}
+
 /// A connection's byte stream.
 #[derive(Debug)]
 pub struct Transport {
     stream: Stream,
+    /// Bytes read off the socket since [`Transport::take_wire_bytes`] last asked.
+    wire_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -116,6 +131,7 @@ impl Transport {
     pub fn plain(socket: TcpStream) -> Self {
         Self {
             stream: Stream::Plain(Socket::new(socket)),
+            wire_bytes: 0,
         }
     }
 
@@ -127,6 +143,7 @@ impl Transport {
         let tls = TlsStream::new(Socket::new(socket), config)?;
         Ok(Self {
             stream: Stream::Tls(Box::new(tls)),
+            wire_bytes: 0,
         })
     }
 
@@ -150,18 +167,42 @@ impl Transport {
         socket.read_closed |= read_closed;
     }
 
-    /// Reads into `buf` (not empty).
+    /// Reads into `buf` (not empty). Over TLS, at most one read of records off the socket.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, TransportError> {
+        match &mut self.stream {
+            Stream::Tls(t) => t.read(buf, &mut self.wire_bytes),
+            Stream::Plain(s) => loop {
+                return match s.read(buf) {
+                    Ok(0) => Ok(ReadOutcome::End),
+                    Ok(n) => {
+                        self.wire_bytes += n;
+                        Ok(ReadOutcome::Data(n))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(TransportError::Io(e)),
+                };
+            },
+        }
+    }
+
+    /// Bytes taken off the socket (TLS records included) since the last call.
+    pub fn take_wire_bytes(&mut self) -> usize {
+        std::mem::take(&mut self.wire_bytes)
+    }
+
+    /// Writes from `buf` (not empty).
+    pub fn write(&mut self, buf: &[u8]) -> Result<Written, TransportError> {
         loop {
             let result = match &mut self.stream {
-                Stream::Plain(s) => s.read(buf).map_err(TransportError::Io),
-                Stream::Tls(t) => t.read(buf),
+                Stream::Plain(s) => s.write(buf).map_err(TransportError::Io),
+                Stream::Tls(t) => t.write(buf),
             };
             return match result {
-                Ok(0) => Ok(ReadOutcome::End),
-                Ok(n) => Ok(ReadOutcome::Data(n)),
+                Ok(0) => Ok(Written::Full),
+                Ok(n) => Ok(Written::Took(n)),
                 Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    Ok(ReadOutcome::WouldBlock)
+                    Ok(Written::Full)
                 }
                 Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),
@@ -169,19 +210,11 @@ impl Transport {
         }
     }
 
-    /// Writes from `buf`; `Ok(0)` means the socket (or rustls' buffer) is full: wait for the
-    /// writable edge.
-    pub fn write(&mut self, buf: &[u8]) -> Result<usize, TransportError> {
-        loop {
-            let result = match &mut self.stream {
-                Stream::Plain(s) => s.write(buf).map_err(TransportError::Io),
-                Stream::Tls(t) => t.write(buf),
-            };
-            return match result {
-                Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => other,
-            };
+    /// rustls holds bytes the socket has not taken yet (never for plain TCP).
+    pub fn wants_write(&self) -> bool {
+        match &self.stream {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.wants_write(),
         }
     }
 

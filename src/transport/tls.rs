@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::{ServerConfig, ServerConnection};
 
-use super::{Socket, TransportError};
+use super::{ReadOutcome, Socket, TransportError};
 
 /// rustls over a non-blocking TCP socket.
 #[derive(Debug)]
@@ -42,34 +42,57 @@ impl TlsStream {
         Ok(true)
     }
 
-    /// Plaintext into `buf`: `Ok(0)` at the end of the stream, `Io(WouldBlock)` for now.
-    pub(super) fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
-        loop {
-            // Plaintext already decrypted comes first: epoll cannot see it.
-            match self.conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                // A peer that drops TCP without close_notify: an end of stream all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(TransportError::Io(e)),
-            }
-            let n = loop {
-                match self.conn.read_tls(&mut self.sock) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    other => break other.map_err(TransportError::Io)?,
-                }
-            };
-            if let Err(e) = self.conn.process_new_packets() {
-                // The last gasp: send the alert once; the connection is over either way.
-                let _ = self.flush();
-                return Err(TransportError::Tls(e));
-            }
-            // Handshake messages and key updates need answers, whoever is reading.
-            self.flush()?;
-            if n == 0 {
-                return Ok(0);
-            }
+    /// Plaintext into `buf`, reading at most once from the socket, so that a peer sending
+    /// records with no application data (padding, empty records) pays for them in `wire`.
+    pub(super) fn read(
+        &mut self,
+        buf: &mut [u8],
+        wire: &mut usize,
+    ) -> Result<ReadOutcome, TransportError> {
+        // Plaintext already decrypted comes first: epoll cannot see it.
+        if let Some(outcome) = self.read_plaintext(buf)? {
+            return Ok(outcome);
         }
+        let n = loop {
+            match self.conn.read_tls(&mut self.sock) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(ReadOutcome::WouldBlock)
+                }
+                other => break other.map_err(TransportError::Io)?,
+            }
+        };
+        *wire += n;
+        if let Err(e) = self.conn.process_new_packets() {
+            // The last gasp: send the alert once; the connection is over either way.
+            let _ = self.flush();
+            return Err(TransportError::Tls(e));
+        }
+        // Handshake messages and key updates need answers, whoever is reading.
+        self.flush()?;
+        if let Some(outcome) = self.read_plaintext(buf)? {
+            return Ok(outcome);
+        }
+        Ok(if n == 0 {
+            ReadOutcome::End
+        } else {
+            ReadOutcome::Again
+        })
+    }
+
+    fn read_plaintext(&mut self, buf: &mut [u8]) -> Result<Option<ReadOutcome>, TransportError> {
+        match self.conn.reader().read(buf) {
+            Ok(0) => Ok(Some(ReadOutcome::End)),
+            Ok(n) => Ok(Some(ReadOutcome::Data(n))),
+            // A peer that drops TCP without close_notify: an end of stream all the same.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Some(ReadOutcome::End)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(TransportError::Io(e)),
+        }
+    }
+
+    pub(super) fn wants_write(&self) -> bool {
+        self.conn.wants_write()
     }
 
     /// Hands plaintext to rustls; `Ok(0)` when its buffer is full until the socket drains.
