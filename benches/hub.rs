@@ -121,6 +121,32 @@ fn hub_benches(c: &mut Criterion) {
     g.bench_function("protobuf decode of a content alone", |b| {
         b.iter(|| black_box(Message::decode(black_box(to_member.clone()))))
     });
+
+    // A joiner retrying `connect` in a group of 2000 members: each retry is bound to the next
+    // member it has not tried (docs/PROTOCOL.md §5), with up to 2000 tried.
+    const BIG_GROUP: u32 = 2000;
+    let mut big = Hub::new(2);
+    for m in 0..BIG_GROUP {
+        big.on_open(id(m), b"big", false, &mut out);
+        let connect = Type::Connect(GroupData {
+            id: m + 1,
+            members: if m == 0 { vec![] } else { vec![1] },
+        });
+        big.on_message(id(m), encode(connect), &mut out);
+    }
+    let joiner = id(BIG_GROUP);
+    big.on_open(joiner, b"big", false, &mut out);
+    let retry = encode(Type::Connect(GroupData {
+        id: 99_999,
+        members: vec![],
+    }));
+    g.bench_function("connect retry in a group of 2000 members", |b| {
+        b.iter(|| {
+            out.clear();
+            big.on_message(joiner, retry.clone(), &mut out);
+            black_box(&out);
+        })
+    });
     g.finish();
 }
 

@@ -40,11 +40,13 @@ pub enum CloseReason {
     TooManyFragments,
     /// A `connect` lists more members than allowed (4743).
     TooManyMembers,
+    /// A message holds more fields than allowed (4743).
+    TooManyFields,
 }
 
 impl CloseReason {
     /// Every reason, in a fixed order (for counters indexed by reason).
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 17] = [
         Self::KeyEmpty,
         Self::KeyTooLong,
         Self::Heartbeat,
@@ -61,6 +63,7 @@ impl CloseReason {
         Self::MemoryBudget,
         Self::TooManyFragments,
         Self::TooManyMembers,
+        Self::TooManyFields,
     ];
 
     /// Position in [`CloseReason::ALL`], which lists the reasons in declaration order.
@@ -87,6 +90,7 @@ impl CloseReason {
             Self::MemoryBudget => "memory_budget",
             Self::TooManyFragments => "too_many_fragments",
             Self::TooManyMembers => "too_many_members",
+            Self::TooManyFields => "too_many_fields",
         }
     }
 
@@ -95,7 +99,11 @@ impl CloseReason {
         match self {
             Self::KeyEmpty | Self::KeyTooLong => 4741,
             Self::Heartbeat => 4742,
-            Self::TextFrame | Self::BadMessage | Self::EmptyMessage | Self::TooManyMembers => 4743,
+            Self::TextFrame
+            | Self::BadMessage
+            | Self::EmptyMessage
+            | Self::TooManyMembers
+            | Self::TooManyFields => 4743,
             Self::BlockingMember => 4744,
             Self::BadUrl => 4745,
             Self::Shutdown => 1001,
@@ -127,6 +135,7 @@ impl CloseReason {
             Self::MemoryBudget => "Server memory budget exceeded",
             Self::TooManyFragments => "Too many frames in one message",
             Self::TooManyMembers => "Too many members in connect",
+            Self::TooManyFields => "Message has too many fields",
         }
     }
 }
@@ -141,7 +150,7 @@ impl fmt::Display for CloseReason {
 mod tests {
     use super::*;
 
-    const ALL: [CloseReason; 16] = CloseReason::ALL;
+    const ALL: [CloseReason; 17] = CloseReason::ALL;
 
     #[test]
     fn indexes_and_labels_are_distinct() {

@@ -6,7 +6,15 @@ use sigver::cli::{self, Command};
 use sigver::{Error, Server};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // rustls warns about what a client sends (alerts, unexpected records): a client could fill
+    // the log with them. TLS failures are counted in sigver_handshake_failures_total instead.
+    // RUST_LOG=rustls=... still shows them.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls")) {
+        logger.filter_module("rustls", log::LevelFilter::Error);
+    }
+    logger.init();
     let config = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => *config,
         Ok(Command::Print(text)) => {

@@ -83,6 +83,8 @@ pub enum Limit {
     Fragments,
     /// Members listed in one `connect`.
     ConnectMembers,
+    /// Fields in one message.
+    Fields,
 }
 
 impl Limit {
@@ -95,11 +97,12 @@ impl Limit {
             CloseReason::RateLimited => Some(Self::Rate),
             CloseReason::TooManyFragments => Some(Self::Fragments),
             CloseReason::TooManyMembers => Some(Self::ConnectMembers),
+            CloseReason::TooManyFields => Some(Self::Fields),
             _ => None,
         }
     }
 
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::MessageSize,
         Self::SendQueue,
         Self::MemoryBudget,
@@ -110,6 +113,7 @@ impl Limit {
         Self::ConnectionsPerAddress,
         Self::Fragments,
         Self::ConnectMembers,
+        Self::Fields,
     ];
 
     fn label(self) -> &'static str {
@@ -124,6 +128,7 @@ impl Limit {
             Self::ConnectionsPerAddress => "max_connections_per_ip",
             Self::Fragments => "max_fragments",
             Self::ConnectMembers => "max_connect_members",
+            Self::Fields => "max_fields",
         }
     }
 }

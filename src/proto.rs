@@ -57,31 +57,64 @@ pub fn encode_content(buf: &mut BytesMut, sender_id: u32, recipient_id: u32, dat
     buf.split().freeze()
 }
 
-/// The total length of the `connect` fields at the top level of an encoded `Message` (a
-/// decoder merges repeated ones into one), found by skipping over fields without decoding
-/// them: work linear in the number of top-level fields, not in bytes. `None` when the bytes
-/// are not a well-formed message (the decoder then says why). Lets a huge `connect` be refused
-/// before its member ids are decoded.
-pub fn connect_bytes(mut buf: &[u8]) -> Option<usize> {
-    let mut total: usize = 0;
-    while !buf.is_empty() {
-        let key = prost::encoding::decode_varint(&mut buf).ok()?;
-        let len = match key & 7 {
-            0 => {
-                prost::encoding::decode_varint(&mut buf).ok()?;
-                0
-            }
-            1 => 8,
-            2 => usize::try_from(prost::encoding::decode_varint(&mut buf).ok()?).ok()?,
-            5 => 4,
-            _ => return None,
-        };
-        if key >> 3 == 3 && key & 7 == 2 {
-            total = total.saturating_add(len);
+/// What the hub checks of an encoded `Message` before decoding it, found by skipping over
+/// fields without decoding them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Total length of the `connect` fields (a decoder merges repeated ones into one).
+    pub connect_bytes: usize,
+    /// Fields at the top level and inside `content` and `connect`, the member ids of a
+    /// `connect` excepted (their bytes are in `connect_bytes`); counting stops past `max`.
+    pub fields: usize,
+}
+
+/// Reads the shape of an encoded `Message`, with work linear in the number of fields it
+/// counts (at most `max + 1`), not in bytes; `None` when the bytes are not a well-formed
+/// message (the decoder then says why). Lets a message that would be costly to decode (a
+/// huge member list, a million tiny fields) be refused before it is decoded.
+pub fn shape(buf: &[u8], max: usize) -> Option<Shape> {
+    let mut shape = Shape {
+        connect_bytes: 0,
+        fields: 0,
+    };
+    let mut outer = buf;
+    while !outer.is_empty() && shape.fields <= max {
+        let (number, body) = next_field(&mut outer)?;
+        shape.fields += 1;
+        let Some(body) = body else { continue };
+        // content (2) and connect (3) are messages: their fields count too.
+        if number == 3 {
+            shape.connect_bytes = shape.connect_bytes.saturating_add(body.len());
         }
-        buf = buf.get(len..)?;
+        if number == 2 || number == 3 {
+            let mut inner = body;
+            while !inner.is_empty() && shape.fields <= max {
+                let (field, _) = next_field(&mut inner)?;
+                if !(number == 3 && field == 2) {
+                    shape.fields += 1;
+                }
+            }
+        }
     }
-    Some(total)
+    Some(shape)
+}
+
+/// Takes one field off `buf`: its number, and its body when it is length-delimited.
+fn next_field<'a>(buf: &mut &'a [u8]) -> Option<(u64, Option<&'a [u8]>)> {
+    let key = prost::encoding::decode_varint(buf).ok()?;
+    let len = match key & 7 {
+        0 => {
+            prost::encoding::decode_varint(buf).ok()?;
+            return Some((key >> 3, None));
+        }
+        1 => 8,
+        2 => usize::try_from(prost::encoding::decode_varint(buf).ok()?).ok()?,
+        5 => 4,
+        _ => return None,
+    };
+    let body = buf.get(..len)?;
+    *buf = &buf[len..];
+    Some((key >> 3, (key & 7 == 2).then_some(body)))
 }
 
 #[cfg(test)]
@@ -89,7 +122,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connect_bytes_adds_up_every_connect_field() {
+    fn shape_adds_up_connect_fields_and_counts_fields() {
         let connect = |n: u32| {
             encode(Type::Connect(GroupData {
                 id: 1,
@@ -97,15 +130,32 @@ mod tests {
             }))
         };
         let small = connect(3);
-        assert_eq!(connect_bytes(&small), Some(small.len() - 2));
+        let shape = |b: &[u8]| super::shape(b, 64);
+        assert_eq!(
+            shape(&small),
+            Some(Shape {
+                connect_bytes: small.len() - 2,
+                fields: 2
+            })
+        );
         let big = connect(1000);
         let mut both = big.clone();
         both.extend_from_slice(&encode(Type::Heartbeat(true)));
         both.extend_from_slice(&small);
-        assert_eq!(connect_bytes(&both), Some(big.len() - 3 + small.len() - 2));
-        assert_eq!(connect_bytes(&HEARTBEAT), Some(0));
-        assert_eq!(connect_bytes(&[0x1a, 0x05, 0x08]), None, "truncated");
-        assert_eq!(connect_bytes(&[0x0b]), None, "group wire type");
+        let s = shape(&both).unwrap();
+        assert_eq!(s.connect_bytes, big.len() - 3 + small.len() - 2);
+        assert_eq!(
+            s.fields, 5,
+            "three top-level fields and two ids; the lists not"
+        );
+        let content = content(7, 9, &[1; 300]);
+        assert_eq!(shape(&content).map(|s| s.fields), Some(4));
+        // A million tiny unknown fields: counting stops past the maximum.
+        let many = [0x28u8, 0x00].repeat(1_000_000);
+        assert_eq!(shape(&many).map(|s| s.fields), Some(65));
+        assert_eq!(shape(&HEARTBEAT).map(|s| s.connect_bytes), Some(0));
+        assert_eq!(shape(&[0x1a, 0x05, 0x08]), None, "truncated");
+        assert_eq!(shape(&[0x0b]), None, "group wire type");
     }
 
     fn encode(t: Type) -> Vec<u8> {

@@ -828,3 +828,44 @@ fn unfinished_request_heads_are_shed_before_open_peers() {
     eprintln!("unfinished heads: {dropped} dropped by the budget at first look");
     good.relay(3);
 }
+
+/// TLS records a client sends before its handshake (alerts, application data) are not logged
+/// once each: rustls' own warnings about them would let a client fill the log.
+#[test]
+fn tls_records_a_client_can_send_are_not_logged_one_line_each() {
+    let dir = std::env::temp_dir().join(format!("sigver-tls-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (key_path, cert_path) = (dir.join("key.pem"), dir.join("cert.pem"));
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    let (key, crt) = (key_path.to_str().unwrap(), cert_path.to_str().unwrap());
+    let bin = Binary::start(&["-h", "127.0.0.1", "-p", "0", "-k", key, "-c", crt]);
+    let addr = bin.addr();
+    // Four warning alerts (close_notify) and one application-data record, before any hello.
+    let mut records = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00].repeat(4);
+    records.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x01, 0x00]);
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&records).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        // The server answers with an alert or closes; either way this client is done.
+        let _ = s.read(&mut [0u8; 64]);
+    }
+    // A reload logs a line: everything before it has been logged.
+    bin.sighup();
+    let mut lines = 0;
+    loop {
+        let line = bin.wait_for("");
+        if line.to_lowercase().contains("reload") {
+            break;
+        }
+        let lower = line.to_lowercase();
+        if lower.contains("alert") || lower.contains("applicationdata") {
+            lines += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("TLS log lines: {lines} for 300 clients sending alerts before their hello");
+    assert!(lines <= 5, "{lines} log lines for 300 clients");
+}

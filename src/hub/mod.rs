@@ -35,6 +35,15 @@ pub const MAX_CONNECT_MEMBERS: usize = 8192;
 /// costs no more than a glance.
 const MAX_CONNECT_BYTES: usize = MAX_CONNECT_MEMBERS * 6 + 12;
 
+/// Most fields one message may hold (top level, `content`, `connect`; member ids aside); more
+/// closes the peer with 4743. A Netflux message has at most five; a message of a million tiny
+/// unknown fields would cost milliseconds to decode.
+pub const MAX_FIELDS: usize = 64;
+
+/// Messages longer than this are looked at before they are decoded (see [`proto::shape`]);
+/// shorter ones, every relayed signaling message among them, are cheap to decode anyway.
+const SHAPE_CHECK_FROM: usize = 4096;
+
 /// Heartbeat ticks without an answer after which a peer is closed (PROTOCOL.md §4).
 pub const MAX_MISSED_HEARTBEATS: u8 = 3;
 
@@ -205,11 +214,17 @@ impl Hub {
         if self.peer(id).is_none() {
             return;
         }
-        // Only a message longer than the bound can hold connect fields over it.
-        if frame.len() > MAX_CONNECT_BYTES
-            && proto::connect_bytes(&frame).is_some_and(|n| n > MAX_CONNECT_BYTES)
-        {
-            return self.close(id, CloseReason::TooManyMembers, out);
+        // A short message is cheap to decode whatever it holds; a long one is looked at first.
+        if frame.len() > SHAPE_CHECK_FROM {
+            match proto::shape(&frame, MAX_FIELDS) {
+                Some(s) if s.connect_bytes > MAX_CONNECT_BYTES => {
+                    return self.close(id, CloseReason::TooManyMembers, out)
+                }
+                Some(s) if s.fields > MAX_FIELDS => {
+                    return self.close(id, CloseReason::TooManyFields, out)
+                }
+                _ => {}
+            }
         }
         let msg = match Message::decode(frame) {
             Ok(Message { r#type: Some(t) }) => t,
@@ -398,8 +413,8 @@ impl Hub {
         (Answer::Bound, None)
     }
 
-    /// Whether `members` names a member of the group: the group's ids are sorted once and each
-    /// listed id (at most [`MAX_CONNECT_MEMBERS`]) is looked up.
+    /// Whether `members` names a member of the group: the listed ids (at most
+    /// [`MAX_CONNECT_MEMBERS`]) are sorted once and each member's id is looked up.
     fn has_members_in_common(&self, key: &[u8], members: &[u32]) -> bool {
         let Some(group) = self.groups.get(key) else {
             return false;
@@ -407,23 +422,32 @@ impl Hub {
         if members.is_empty() {
             return false;
         }
-        let mut ids: Vec<u32> = group
+        // The list is sorted (it is bounded), not the group: a big group costs one pass.
+        let mut listed = members.to_vec();
+        listed.sort_unstable();
+        group
             .members
             .iter()
             .filter_map(|&m| self.peer(m).and_then(|m| m.member_id))
-            .collect();
-        ids.sort_unstable();
-        members.iter().any(|id| ids.binary_search(id).is_ok())
+            .any(|id| listed.binary_search(&id).is_ok())
     }
 
     /// Walks the members in join order, skipping those P tried: the first favored one wins,
-    /// else the first one. When P tried them all, it starts the cycle again.
+    /// else the first one. When P tried them all, it starts the cycle again. The tried list is
+    /// sorted for the walk, so that a joiner retrying through a big group costs the group's
+    /// size (times a logarithm), not its square.
     fn choose_member(&mut self, key: &[u8], joiner: ConnId) -> Option<ConnId> {
         let group = self.groups.get(key)?;
         let p = self.peers.get(joiner.slot as usize)?.as_ref()?;
+        let mut tried = p.tried.clone();
+        tried.sort_unstable();
         let pick = |tried: &[ConnId]| {
             let mut first = None;
-            for &m in group.members.iter().filter(|m| !tried.contains(m)) {
+            let untried = group
+                .members
+                .iter()
+                .filter(|m| tried.binary_search(m).is_err());
+            for &m in untried {
                 let favored = self.peer(m).is_some_and(|m| m.favored);
                 if favored {
                     return Some(m);
@@ -432,7 +456,7 @@ impl Hub {
             }
             first
         };
-        if let Some(m) = pick(&p.tried) {
+        if let Some(m) = pick(&tried) {
             return Some(m);
         }
         let m = pick(&[]);

@@ -1693,3 +1693,22 @@ fn connect_lists_are_capped_by_count_and_by_size() {
     );
     assert_eq!(w.members("k"), [a]);
 }
+
+#[test]
+fn long_messages_with_too_many_fields_are_refused_before_decoding() {
+    // Proves docs/PROTOCOL.md §7 (ours): a long message of many tiny fields closes 4743; a long
+    // content with one big data field is relayed.
+    let mut w = World::new();
+    let (m, j) = (w.open("k", false), w.open("k", false));
+    assert!(w.join(m, 1, &[]));
+    assert!(!w.join(j, 2, &[]));
+    let s = w.sid(j);
+    let big = "x".repeat(1 << 20);
+    assert_eq!(w.content(j, 0, &big, false), [got(m, s, 0, &big)]);
+    let mut many = [0x28u8, 0x00].repeat(MAX_FIELDS * 40);
+    many.extend_from_slice(&[0x08, 0x01]);
+    assert_eq!(
+        w.raw(j, &many),
+        [closed(j, CloseReason::TooManyFields), got(m, s, 0, "")]
+    );
+}
