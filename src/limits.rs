@@ -42,8 +42,8 @@ impl TokenBucket {
     }
 }
 
-/// The soft limit of open files now.
-pub fn fd_limit() -> io::Result<u64> {
+/// The open-file limits (soft and hard).
+fn nofile() -> io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -52,32 +52,28 @@ pub fn fd_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(lim)
+}
+
+/// The soft limit of open files now.
+pub fn fd_limit() -> io::Result<u64> {
     #[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some targets (armv7)
-    Ok(lim.rlim_cur as u64)
+    Ok(nofile()?.rlim_cur as u64)
 }
 
 /// Raises the soft limit of open files to the hard limit and returns the new soft limit.
 pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let lim = nofile()?;
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,
             rlim_max: lim.rlim_max,
         };
-        // SAFETY: setrlimit reads the struct we own.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        }
+        // SAFETY: setrlimit reads the struct we own. A failure leaves the limit as it was,
+        // which is what is returned then.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
     }
-    #[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some targets (armv7)
-    Ok(lim.rlim_cur as u64)
+    fd_limit()
 }
 
 #[cfg(test)]
