@@ -252,7 +252,7 @@ impl Conn {
 
     /// Still reading or answering its HTTP request.
     pub fn is_upgrading(&self) -> bool {
-        !self.opened && matches!(self.phase, Phase::Request | Phase::Upgrading(_))
+        matches!(self.phase, Phase::Request | Phase::Upgrading(_))
     }
 
     /// The TCP socket, for the poll's registration.
