@@ -1,4 +1,4 @@
-//! The command line (PROTOCOL.md §8): the flags of the original, plus our settings.
+//! The command line (docs/PROTOCOL.md §8): the flags of the original, plus our settings.
 //!
 //! Parsing is a pure function from arguments to a [`Command`], so that every flag and every
 //! mistake is tested without starting a process; `main` only prints and exits.

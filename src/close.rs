@@ -1,7 +1,7 @@
 //! Why a connection is closed, and the close code and reason the peer receives for it.
 //!
 //! Every close the server initiates goes through a [`CloseReason`], so that the code, the human
-//! reason (PROTOCOL.md §7) and the log line cannot disagree.
+//! reason (docs/PROTOCOL.md §7) and the log line cannot disagree.
 
 use std::fmt;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::allow::IpNet;
 use crate::tls::TlsFiles;
 
-/// Default port, as the original (PROTOCOL.md §8).
+/// Default port, as the original (docs/PROTOCOL.md §8).
 pub const DEFAULT_PORT: u16 = 8000;
 
 /// How the server listens and what it tolerates.
@@ -15,7 +15,7 @@ pub const DEFAULT_PORT: u16 = 8000;
 pub struct Config {
     /// Address and port to bind; port 0 picks a free one.
     pub addr: SocketAddr,
-    /// Time between two heartbeat ticks (PROTOCOL.md §4).
+    /// Time between two heartbeat ticks (docs/PROTOCOL.md §4).
     pub heartbeat_interval: Duration,
     /// Time a connection has to complete its upgrade (TLS handshake included) before it is
     /// dropped.

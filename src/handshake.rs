@@ -1,5 +1,5 @@
 //! The HTTP side of a connection: parsing the upgrade request (RFC 6455 §4.2.1), extracting
-//! the group key and `favored` from its target (PROTOCOL.md §1).
+//! the group key and `favored` from its target (docs/PROTOCOL.md §1).
 //!
 //! Pure functions over byte strings: no socket, no clock. The connection feeds the bytes read
 //! so far; the answers are written by [`crate::http`].
@@ -65,7 +65,7 @@ pub enum Method {
 pub struct Upgrade {
     /// `Sec-WebSocket-Accept` value for the response.
     pub accept: String,
-    /// The first subprotocol offered, echoed back (PROTOCOL.md §1).
+    /// The first subprotocol offered, echoed back (docs/PROTOCOL.md §1).
     pub protocol: Option<String>,
     /// Key and `favored`, or why the target is not a usable URL (closed with 4745 after the
     /// upgrade, so that the client sees the code).
@@ -171,7 +171,7 @@ fn classify(req: &httparse::Request<'_, '_>) -> Request {
     })
 }
 
-/// Splits a request target into key and `favored` (PROTOCOL.md §1). Accepts origin-form
+/// Splits a request target into key and `favored` (docs/PROTOCOL.md §1). Accepts origin-form
 /// (`/key?favored`) and absolute-form (`ws://host/key?favored`).
 pub fn parse_target(target: &[u8]) -> Result<Target, BadUrl> {
     let path_and_query = if target.starts_with(b"/") {

@@ -2,7 +2,7 @@
 //! (`503`, `429`), the errors of a bad request (`400`, `426`, `431`), and the endpoints served
 //! on the same port for requests that are not upgrades: `/health`, `/ready`, `/metrics`
 //! (Prometheus text) and `/`, a small status page; the last two only for clients in
-//! `--metrics-allow`. A WebSocket upgrade on any path is a group key (PROTOCOL.md §1).
+//! `--metrics-allow`. A WebSocket upgrade on any path is a group key (docs/PROTOCOL.md §1).
 
 use std::fmt::Write as _;
 

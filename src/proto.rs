@@ -1,4 +1,4 @@
-//! The wire messages (PROTOCOL.md §2), generated from `proto/sigver.proto`, and the few
+//! The wire messages (docs/PROTOCOL.md §2), generated from `proto/sigver.proto`, and the few
 //! messages the server sends, encoded once.
 
 #![allow(missing_docs)] // generated code

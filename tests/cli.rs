@@ -1,4 +1,4 @@
-//! Black-box tests of the real `sigver` binary (PROTOCOL.md §8): flags, messages, exit
+//! Black-box tests of the real `sigver` binary (docs/PROTOCOL.md §8): flags, messages, exit
 //! statuses, and a group exchange with a server started from the command line.
 
 mod common;
@@ -220,4 +220,38 @@ fn port_in_use_fails_with_a_clear_message() {
     );
     assert!(!out.stderr.contains(LISTENING), "{}", out.stderr);
     drop(taken);
+}
+
+#[test]
+fn a_library_bind_leaves_the_process_open_file_limit_alone() {
+    // Proves that Server::bind (what a host program calls) does not raise the process's
+    // open-file limit; only the binary does, before it binds.
+    let get = || {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        lim
+    };
+    let before = get();
+    if before.rlim_cur == before.rlim_max {
+        // One below the hard limit: room for bind to raise it, if it wrongly did.
+        let lowered = libc::rlimit {
+            rlim_cur: before.rlim_max - 1,
+            rlim_max: before.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+    }
+    let soft = get().rlim_cur;
+    let server = sigver::Server::bind(sigver::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        max_connections: None,
+        ..sigver::Config::default()
+    })
+    .unwrap();
+    drop(server);
+    assert_eq!(get().rlim_cur, soft, "bind changed the soft limit");
 }

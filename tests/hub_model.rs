@@ -1,4 +1,4 @@
-//! The hub against a reference model of PROTOCOL.md §3 to §6, on random operation sequences
+//! The hub against a reference model of docs/PROTOCOL.md §3 to §6, on random operation sequences
 //! (proptest: a failing sequence is shrunk to a minimal one).
 //!
 //! The model is written from the protocol text alone, as plainly as possible: a group is the
@@ -31,7 +31,7 @@ const DEFAULT_CASES: u32 = 256;
 /// Connection slots: few enough that groups get crowded and slots are reused.
 const SLOTS: usize = 10;
 const KEYS: [&[u8]; 3] = [b"k0", b"k1", b"k2"];
-/// Frames that are not a usable message, and the close each one earns (PROTOCOL.md §7).
+/// Frames that are not a usable message, and the close each one earns (docs/PROTOCOL.md §7).
 const GARBAGE: [(&[u8], CloseReason); 5] = [
     (&[], CloseReason::EmptyMessage),
     (&[0x28, 0x01], CloseReason::EmptyMessage), // only an unknown field
@@ -205,7 +205,7 @@ fn bump(c: &Cell<usize>) {
     c.set(c.get() + 1);
 }
 
-/// PROTOCOL.md §3 to §6, plainly.
+/// docs/PROTOCOL.md §3 to §6, plainly.
 #[derive(Debug, Default)]
 struct Model {
     peers: BTreeMap<ConnId, Peer>,

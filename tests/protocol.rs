@@ -1,4 +1,4 @@
-//! PROTOCOL.md §5 (joining, binding, relaying) and §6 (disconnects), through real sockets
+//! docs/PROTOCOL.md §5 (joining, binding, relaying) and §6 (disconnects), through real sockets
 //! against the in-process server. Each test starts its own server, so they run in parallel.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Transport, group keys, heartbeats and close codes through real sockets (PROTOCOL.md §1, §4,
+//! Transport, group keys, heartbeats and close codes through real sockets (docs/PROTOCOL.md §1, §4,
 //! §7). Each test starts its own in-process server, so they run in parallel.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The few sigver messages a client sends and reads (PROTOCOL.md §2), encoded and decoded by
+//! The few sigver messages a client sends and reads (docs/PROTOCOL.md §2), encoded and decoded by
 //! hand straight into and out of the caller's buffers: no allocation per message.
 //!
 //! `selftest` checks this codec against the server's own prost types, so the two cannot drift.
@@ -115,7 +115,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// `heartbeat: true`, the answer to the server's heartbeat (PROTOCOL.md §4).
+/// `heartbeat: true`, the answer to the server's heartbeat (docs/PROTOCOL.md §4).
 pub const HEARTBEAT: [u8; 2] = [0x08, 0x01];
 
 /// Length of the encoded `connect {id, members}`.

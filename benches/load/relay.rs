@@ -1,5 +1,5 @@
 //! Relay mode: P member/joiner pairs, each on its own key, and contents relayed joiner ->
-//! member -> joiner (PROTOCOL.md §5). Every content carries its send time in its first eight
+//! member -> joiner (docs/PROTOCOL.md §5). Every content carries its send time in its first eight
 //! bytes, so the round trip is read off the answer with no state per message.
 //!
 //! A pair's contents come back in the order they were sent (one server, one TCP stream each
@@ -240,7 +240,7 @@ impl Handler for Relay {
                 if (self.warm_end..self.end).contains(&net.now) {
                     self.relayed += 1;
                 }
-                // The member answers its joiner with the same data (PROTOCOL.md §5).
+                // The member answers its joiner with the same data (docs/PROTOCOL.md §5).
                 net.send_content(c, 0, sender, &[data]);
             }
             (Msg::Content { data, .. }, true) if data.len() >= 8 => {

@@ -151,7 +151,7 @@ fn check(passed: &mut usize, failed: &mut usize, what: &str, result: Probe<()>) 
 }
 
 /// Keys as applications make them, plus percent-encoded and slashed ones: the proxy must
-/// route on the raw path exactly as sigver keys groups (PROTOCOL.md §1).
+/// route on the raw path exactly as sigver keys groups (docs/PROTOCOL.md §1).
 fn keys(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| match i % 3 {

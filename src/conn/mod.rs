@@ -789,7 +789,7 @@ impl Conn {
             }
             _ => {}
         }
-        // PROTOCOL.md §7: text frames are not part of the protocol.
+        // docs/PROTOCOL.md §7: text frames are not part of the protocol.
         if header.opcode == Opcode::Text {
             return Some(self.end(CloseReason::TextFrame));
         }

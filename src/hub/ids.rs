@@ -1,4 +1,4 @@
-//! Signaling ids (PROTOCOL.md §3): random numbers in 1..2^31-1, unique among live peers.
+//! Signaling ids (docs/PROTOCOL.md §3): random numbers in 1..2^31-1, unique among live peers.
 //!
 //! A seeded SplitMix64 draws them: the ids only need to be unique and not sequential, and a
 //! seed keeps the hub deterministic under test.

@@ -1,5 +1,5 @@
 //! The signaling state machine: groups, members, bindings, relaying and heartbeat misses
-//! (PROTOCOL.md §3 to §6).
+//! (docs/PROTOCOL.md §3 to §6).
 //!
 //! It owns no socket and reads no clock: the server feeds it events for a [`ConnId`]
 //! (`on_open`, `on_message`, `on_heartbeat_due`, `on_close`) and applies the [`Effect`]s it
@@ -20,7 +20,7 @@ use crate::close::CloseReason;
 use crate::proto::{self, Content, GroupData, Message, Type};
 use ids::SignalingIds;
 
-/// The longest group key accepted, in bytes (PROTOCOL.md §1).
+/// The longest group key accepted, in bytes (docs/PROTOCOL.md §1).
 pub const MAX_KEY_LEN: usize = 512;
 
 /// Most member ids one `connect` may list; more closes the peer with 4743. A Netflux group is
@@ -44,7 +44,7 @@ pub const MAX_FIELDS: usize = 64;
 /// shorter ones, every relayed signaling message among them, are cheap to decode anyway.
 const SHAPE_CHECK_FROM: usize = 4096;
 
-/// Heartbeat ticks without an answer after which a peer is closed (PROTOCOL.md §4).
+/// Heartbeat ticks without an answer after which a peer is closed (docs/PROTOCOL.md §4).
 pub const MAX_MISSED_HEARTBEATS: u8 = 3;
 
 /// Identifies one connection for its whole life: the slot is reused once the connection is
@@ -66,7 +66,7 @@ pub enum Effect {
     Close(ConnId, CloseReason),
 }
 
-/// The relay between a joiner and the member it was bound to (PROTOCOL.md §5). Stored on the
+/// The relay between a joiner and the member it was bound to (docs/PROTOCOL.md §5). Stored on the
 /// joiner; the member lists its joiners in [`Peer::joiners`].
 #[derive(Debug, Clone, Copy)]
 struct Binding {
@@ -99,7 +99,7 @@ struct Group {
     members: Vec<ConnId>,
 }
 
-/// What a `connect` request was answered (PROTOCOL.md §5), for tests and logs.
+/// What a `connect` request was answered (docs/PROTOCOL.md §5), for tests and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
     Connected,
@@ -172,7 +172,7 @@ impl Hub {
         self.groups.len()
     }
 
-    /// A WebSocket connection opened on `key` (the URL path as sent, PROTOCOL.md §1).
+    /// A WebSocket connection opened on `key` (the URL path as sent, docs/PROTOCOL.md §1).
     /// A bad key closes it at once with 4741; otherwise the peer gets its signaling id.
     pub fn on_open(&mut self, id: ConnId, key: &[u8], favored: bool, out: &mut Vec<Effect>) {
         // A slot must be free before it is reused; if the driver ever breaks that, forget the
@@ -260,7 +260,7 @@ impl Hub {
         }
     }
 
-    /// A heartbeat interval passed for this peer (PROTOCOL.md §4).
+    /// A heartbeat interval passed for this peer (docs/PROTOCOL.md §4).
     pub fn on_heartbeat_due(&mut self, id: ConnId, out: &mut Vec<Effect>) {
         let Some(p) = self.peer_mut(id) else { return };
         p.missed = p.missed.saturating_add(1);
@@ -278,7 +278,7 @@ impl Hub {
         self.on_close(id, out);
     }
 
-    /// The peer is gone (PROTOCOL.md §6): it leaves its group, every live direction whose
+    /// The peer is gone (docs/PROTOCOL.md §6): it leaves its group, every live direction whose
     /// source it is ends with one empty content, and its signaling id is released.
     /// Unknown or already forgotten peers are ignored.
     pub fn on_close(&mut self, id: ConnId, out: &mut Vec<Effect>) {
@@ -358,7 +358,7 @@ impl Hub {
         }
     }
 
-    /// The four answers to `connect` (PROTOCOL.md §5), and the blocking member to close (2c).
+    /// The four answers to `connect` (docs/PROTOCOL.md §5), and the blocking member to close (2c).
     fn on_connect(&mut self, id: ConnId, data: GroupData) -> (Answer, Option<ConnId>) {
         let GroupData {
             id: member_id,

@@ -1,4 +1,4 @@
-//! Unit tests of the hub (PROTOCOL.md §3 to §6), with no socket and no clock.
+//! Unit tests of the hub (docs/PROTOCOL.md §3 to §6), with no socket and no clock.
 //!
 //! A [`World`] wraps a [`Hub`]: it encodes the client's messages with prost, runs one event,
 //! checks the hub's invariants and the effects (every `Send` is a canonical `Message` to a

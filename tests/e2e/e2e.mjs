@@ -16,7 +16,7 @@ const HOST = '198.18.0.1';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SIGVER = process.env.SIGVER_BIN;
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-// Three heartbeat ticks without an answer end a connection on either side (PROTOCOL.md 4),
+// Three heartbeat ticks without an answer end a connection on either side (docs/PROTOCOL.md 4),
 // so a group that is still whole after 18 s has had heartbeats flowing both ways.
 const SURVIVE_MS = 18_000;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sigver-e2e-'));
@@ -212,7 +212,7 @@ async function groupChecks(scheme, url) {
   await Promise.all(pages.map((p) => p.close()));
 }
 
-// What a browser's own WebSocket reports when the server refuses it (PROTOCOL.md 7).
+// What a browser's own WebSocket reports when the server refuses it (docs/PROTOCOL.md 7).
 async function closeCodeChecks(scheme, url) {
   const page = await openPage(`${scheme} close codes`);
   const cases = [
