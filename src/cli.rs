@@ -70,17 +70,19 @@ Options:
   -k, --key <file>               TLS private key (PEM); with --cert, serves wss://
   -c, --cert <file>              TLS certificate chain (PEM)
   -a, --ca <file>                intermediate certificates (PEM), appended to the chain
-      --heartbeat-interval <ms>  time between heartbeats (default: 5000)
+      --heartbeat-interval <ms>  time between heartbeats, at most 3600000 (default: 5000)
       --help                     print this help
 
 Limits (sizes in bytes, or with a K, M or G suffix for KiB, MiB, GiB):
-      --max-message-size <bytes>     largest message; more closes with 1009 (default: 2M)
-      --max-send-queue <bytes>       unread bytes queued for one peer; more closes with 1008
-                                     (default: 4M)
-      --memory-budget <bytes>        queued bytes for all peers; past it the largest queues
-                                     are closed with 1008 (default: 256M)
+      --max-message-size <bytes>     largest message, at most 1G; more closes with 1009
+                                     (default: 2M)
+      --max-send-queue <bytes>       unread bytes queued for one peer, at most 1G; more
+                                     closes with 1008 (default: 4M)
+      --memory-budget <bytes>        buffer memory of all connections; past it the heaviest
+                                     are closed with 1008, or dropped (default: 256M)
       --rate-limit <n>               messages per second per peer, 0 for none (default: 1000)
-      --handshake-timeout <ms>       time to complete the upgrade (default: 10000)
+      --handshake-timeout <ms>       time to complete the upgrade, at most 3600000
+                                     (default: 10000)
       --max-connections <n>          open connections; more get 503 (default: what the
                                      open-file limit allows, raised to its hard limit)
       --max-connections-per-ip <n>   open connections per IP address; more get 429,
@@ -143,10 +145,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     )? {
         config.handshake_timeout = ms;
     }
-    if let Some(n) = value(&mut args, "--max-message-size", "--max-message-size", size)? {
+    let max_message = "--max-message-size";
+    if let Some(n) = value(&mut args, max_message, max_message, message_size)? {
         config.max_message_size = n;
     }
-    if let Some(n) = value(&mut args, "--max-send-queue", "--max-send-queue", size)? {
+    if let Some(n) = value(
+        &mut args,
+        "--max-send-queue",
+        "--max-send-queue",
+        message_size,
+    )? {
         config.max_send_queue = n;
     }
     if let Some(n) = value(&mut args, "--memory-budget", "--memory-budget", size)? {
@@ -189,10 +197,28 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     Ok(Command::Run(Box::new(config)))
 }
 
+/// Longest duration a flag takes: an hour. Longer is a mistake (a typo, a unit taken for
+/// another), and far past it the arithmetic of deadlines would overflow.
+pub const MAX_MILLIS: u64 = 3_600_000;
+
+/// Largest message or send queue a flag takes: 1 GiB, far past any signaling message.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
 fn millis(s: String) -> Result<Duration, String> {
     match s.parse::<u64>() {
+        Ok(ms) if ms > MAX_MILLIS => Err(format!(
+            "'{s}' is more than {MAX_MILLIS} milliseconds (an hour)"
+        )),
         Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
         _ => Err(format!("'{s}' is not a positive number of milliseconds")),
+    }
+}
+
+/// A byte size of at most [`MAX_MESSAGE_BYTES`].
+fn message_size(s: String) -> Result<usize, String> {
+    match size(s.clone())? {
+        n if n > MAX_MESSAGE_BYTES => Err(format!("'{s}' is more than 1G")),
+        n => Ok(n),
     }
 }
 
@@ -332,6 +358,19 @@ mod tests {
     }
 
     #[test]
+    fn bounds_are_accepted_up_to_their_maximum() {
+        let c = run(&[
+            "--heartbeat-interval=3600000",
+            "--handshake-timeout=3600000",
+            "--max-message-size=1G",
+            "--max-send-queue=1G",
+        ])
+        .unwrap();
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(3600));
+        assert_eq!(c.max_message_size, 1 << 30);
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let cases: &[(&[&str], &str)] = &[
             (&["-p", "70000"], "--port"),
@@ -353,6 +392,13 @@ mod tests {
                 "--max-connections-per-ip",
             ),
             (&["--handshake-timeout", "0"], "--handshake-timeout"),
+            (
+                &["--handshake-timeout", "18446744073709551615"],
+                "--handshake-timeout",
+            ),
+            (&["--heartbeat-interval", "3600001"], "--heartbeat-interval"),
+            (&["--max-message-size", "2G"], "--max-message-size"),
+            (&["--max-send-queue", "1025M"], "--max-send-queue"),
             (&["--metrics-allow", "10.0.0.0/40"], "--metrics-allow"),
             (&["--bogus"], "--bogus"),
             (&["extra"], "extra"),

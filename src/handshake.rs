@@ -135,7 +135,17 @@ fn classify(req: &httparse::Request<'_, '_>) -> Request {
     };
     if !has_token("upgrade", "websocket") {
         let target = req.path.unwrap_or("").as_bytes();
-        let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+        // `GET http://host/health` is `GET /health`; a target that is neither form is a path
+        // no endpoint has (404).
+        let target = match path_and_query(target) {
+            Ok(b"") => b"/",
+            Ok(p) => p,
+            Err(BadUrl) => target,
+        };
+        let path = target
+            .split(|&b| b == b'?' || b == b'#')
+            .next()
+            .unwrap_or_default();
         return Request::Http(HttpRequest {
             method: match req.method {
                 Some("GET") => Method::Get,
@@ -171,29 +181,35 @@ fn classify(req: &httparse::Request<'_, '_>) -> Request {
     })
 }
 
+/// The path and query of a request target: itself in origin-form (`/key?q`), what follows
+/// the authority in absolute-form (`ws://host/key?q`, RFC 9112 §3.2.2; empty with no path).
+fn path_and_query(target: &[u8]) -> Result<&[u8], BadUrl> {
+    if target.starts_with(b"/") {
+        return Ok(target);
+    }
+    // absolute-form: scheme "://" authority path
+    let scheme_end = find(target, b"://").ok_or(BadUrl)?;
+    let scheme = &target[..scheme_end];
+    if scheme.is_empty()
+        || !scheme
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+    {
+        return Err(BadUrl);
+    }
+    let rest = &target[scheme_end + 3..];
+    Ok(
+        match rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')) {
+            Some(i) => &rest[i..],
+            None => b"",
+        },
+    )
+}
+
 /// Splits a request target into key and `favored` (docs/PROTOCOL.md §1). Accepts origin-form
 /// (`/key?favored`) and absolute-form (`ws://host/key?favored`).
 pub fn parse_target(target: &[u8]) -> Result<Target, BadUrl> {
-    let path_and_query = if target.starts_with(b"/") {
-        target
-    } else {
-        // absolute-form: scheme "://" authority path
-        let scheme_end = find(target, b"://").ok_or(BadUrl)?;
-        let scheme = &target[..scheme_end];
-        if scheme.is_empty()
-            || !scheme
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
-        {
-            return Err(BadUrl);
-        }
-        let rest = &target[scheme_end + 3..];
-        match rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')) {
-            // From the path on; with no path (`ws://host?q`) the key is empty.
-            Some(i) => &rest[i..],
-            None => b"",
-        }
-    };
+    let path_and_query = path_and_query(target)?;
     // A fragment is never part of the key; a browser does not send one anyway.
     let before_fragment = match path_and_query.iter().position(|&b| b == b'#') {
         Some(i) => &path_and_query[..i],

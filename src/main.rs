@@ -34,8 +34,9 @@ fn main() -> ExitCode {
     let result = Server::bind(config).and_then(Server::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // A bad key or certificate file is a usage mistake, like a bad flag.
-        Err(e @ Error::Tls(_)) => {
+        // A bad key or certificate file, or the wrong sockets handed over by systemd, is a
+        // usage mistake, like a bad flag.
+        Err(e @ (Error::Tls(_) | Error::Activation(_))) => {
             eprintln!("sigver: {e}");
             ExitCode::from(2)
         }

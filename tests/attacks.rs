@@ -767,7 +767,7 @@ fn closes_a_client_can_cause_are_not_logged_one_line_each() {
         tally(&closes)
     );
     thread::sleep(Duration::from_millis(1500));
-    let lines = lines_logged(&bin, |l| l.contains("1009") && l.contains("too big"));
+    let lines = bin.count_lines(|l| l.contains("1009") && l.contains("too big"));
     eprintln!("log throttling: {lines} log lines for 300 closes with 1009");
     assert!(
         lines <= 5,
@@ -821,20 +821,6 @@ fn unfinished_request_heads_are_shed_before_open_peers() {
     good.relay(3);
 }
 
-/// The binary's log lines so far (lowercased) that `matches`: a reload request logs a line,
-/// so once it shows, everything before it has been logged.
-fn lines_logged(bin: &Binary, matches: impl Fn(&str) -> bool) -> usize {
-    bin.sighup();
-    let mut lines = 0;
-    loop {
-        let line = bin.wait_for("").to_lowercase();
-        if line.contains("reload") {
-            return lines;
-        }
-        lines += usize::from(matches(&line));
-    }
-}
-
 /// TLS records a client sends before its handshake (alerts, application data) are not logged
 /// once each: rustls' own warnings about them would let a client fill the log.
 #[test]
@@ -858,9 +844,7 @@ fn tls_records_a_client_can_send_are_not_logged_one_line_each() {
         // The server answers with an alert or closes; either way this client is done.
         let _ = s.read(&mut [0u8; 64]);
     }
-    let lines = lines_logged(&bin, |l| {
-        l.contains("alert") || l.contains("applicationdata")
-    });
+    let lines = bin.count_lines(|l| l.contains("alert") || l.contains("applicationdata"));
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("TLS log lines: {lines} for 300 clients sending alerts before their hello");
     assert!(lines <= 5, "{lines} log lines for 300 clients");

@@ -255,3 +255,12 @@ fn a_library_bind_leaves_the_process_open_file_limit_alone() {
     drop(server);
     assert_eq!(get().rlim_cur, soft, "bind changed the soft limit");
 }
+
+#[test]
+fn a_heartbeat_interval_netflux_clients_would_not_wait_for_is_warned_about() {
+    // Proves the warning at start: Netflux clients close their signaling socket after three of
+    // their own 5 s ticks without a heartbeat, so an interval over 10 s is named as a risk.
+    let bin = common::binary::Binary::start(&["-p", "0", "--heartbeat-interval", "15000"]);
+    let line = bin.wait_for("Heartbeat interval of 15000 ms");
+    assert!(line.contains("Netflux clients close"), "{line}");
+}

@@ -251,22 +251,8 @@ fn socket_activation_serves_the_inherited_listener() {
     // LISTEN_FDS, LISTEN_PID), ignoring -h and -p.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let fd = listener.as_raw_fd();
-    // Let the listener survive exec (std opens it close-on-exec); the shell then moves it to
-    // descriptor 3, as systemd does. No pre_exec: the forked child must not touch std's fds.
-    // SAFETY: fcntl on a descriptor this test owns.
-    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
-    // bash, not sh: dash cannot redirect descriptors above 9.
-    let mut cmd = Command::new("bash");
     // -h names an address this machine does not have: binding it would fail.
-    let moved = if fd == 3 {
-        String::new() // already where systemd puts it
-    } else {
-        format!("exec 3<&{fd} {fd}<&-; ")
-    };
-    let script = format!("{moved}LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" -h 192.0.2.1 -p 1");
-    cmd.args(["-c", &script, env!("CARGO_BIN_EXE_sigver")]);
-    let bin = Binary::spawn_command(cmd);
+    let bin = start_activated(listener.as_raw_fd(), "-h 192.0.2.1 -p 1");
     bin.wait_for("Socket activation: serving 1 inherited listener(s)");
     assert_eq!(bin.addr(), addr);
     drop(listener); // the server holds its own copy
@@ -294,5 +280,80 @@ fn a_half_closed_request_is_still_answered() {
         let mut answer = String::new();
         let _ = std::io::Read::read_to_string(&mut s, &mut answer);
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{len}: {answer:?}");
+    }
+}
+
+/// Starts the binary with `fd` as descriptor 3 and LISTEN_FDS=1, as systemd would.
+fn start_activated(fd: std::os::fd::RawFd, args: &str) -> Binary {
+    // Let the descriptor survive exec (std opens it close-on-exec); the shell then moves it to
+    // descriptor 3, as systemd does. No pre_exec: the forked child must not touch std's fds.
+    // SAFETY: fcntl on a descriptor the caller owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    let moved = if fd == 3 {
+        String::new() // already where systemd puts it
+    } else {
+        format!("exec 3<&{fd} {fd}<&-; ")
+    };
+    // bash, not sh: dash cannot redirect descriptors above 9.
+    let script = format!("{moved}LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" {args}");
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script, env!("CARGO_BIN_EXE_sigver")]);
+    Binary::spawn_command(cmd)
+}
+
+#[test]
+fn socket_activation_with_a_socket_that_does_not_listen_exits_2() {
+    // Proves a descriptor that is not a listening TCP socket (a connected socket, as
+    // `Accept=yes` hands over; a UDP socket; a TCP socket bound but not listening) stops the
+    // binary with status 2, naming the descriptor, instead of spinning.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connected = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // SAFETY: a plain socket(2) call; the descriptor is closed below.
+    let bound = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(bound >= 0);
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: bind reads the address we own, of the size given.
+    let r = unsafe {
+        libc::bind(
+            bound,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    for (fd, what) in [
+        (connected.as_raw_fd(), "does not listen"),
+        (udp.as_raw_fd(), "not a stream"),
+        (bound, "does not listen"),
+    ] {
+        let mut bin = start_activated(fd, "-p 0");
+        let line = bin.wait_for("descriptor 3");
+        assert!(line.contains(what), "{line}");
+        assert_eq!(bin.wait_exit().code(), Some(2), "{line}");
+    }
+    // SAFETY: closes the descriptor made above.
+    unsafe { libc::close(bound) };
+}
+
+#[test]
+fn absolute_form_targets_reach_the_endpoints() {
+    // Proves `GET http://host/health` is answered like `GET /health` (RFC 9112 §3.2.2).
+    let server = TestServer::start();
+    for target in [
+        "http://example.org/health",
+        "http://example.org:8000/health?x",
+    ] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: example.org\r\n\r\n");
+        let answer = String::from_utf8(raw_exchange(server.addr, request.as_bytes())).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{target}: {answer}");
+        assert!(answer.ends_with("ok\n"), "{target}: {answer}");
     }
 }

@@ -245,6 +245,12 @@ fn running_out_of_file_descriptors_neither_spins_nor_stalls() {
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;
+    // It retries every 50 ms; it says so at most once a second.
+    let lines = bin.count_lines(|l| l.contains("cannot accept"));
+    assert!(
+        lines <= 2,
+        "{lines} lines in a second about running out of descriptors"
+    );
     // A spinning loop would use about 100 ticks in one second.
     assert!(
         used < 30,
@@ -256,4 +262,64 @@ fn running_out_of_file_descriptors_neither_spins_nor_stalls() {
     bin.signal("TERM");
     assert_eq!(peer.expect_close().code, 1001);
     assert_eq!(bin.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn a_small_open_file_limit_still_serves_dozens() {
+    // Proves the descriptor reserve is proportionate to the limit: under 64 descriptors the
+    // server serves dozens of peers (it served one before) and refuses the next with 503.
+    let bin = Binary::start_shell(
+        "ulimit -n 64; exec \"$0\" -h 127.0.0.1 -p 0 --max-connections-per-ip 0",
+    );
+    let addr = bin.addr();
+    let mut member = Peer::connect(addr, "/pair");
+    assert!(member.join(1, &[]));
+    let mut joiner = Peer::connect(addr, "/pair");
+    assert!(!joiner.join(2, &[]));
+    let _others: Vec<Peer> = (0..40)
+        .map(|i| {
+            let mut p = Peer::connect(addr, &format!("/small{i}"));
+            assert!(p.join(1, &[]), "peer {i}");
+            p
+        })
+        .collect();
+    let upgrade = "GET /more HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let mut extra = Vec::new();
+    let refused = (0..20).any(|_| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(upgrade.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        let n = s.read(&mut head).unwrap_or(0);
+        extra.push(s);
+        head[..n].starts_with(b"HTTP/1.1 503")
+    });
+    assert!(refused, "past the limit, upgrades get 503");
+    // The peers it serves are untouched.
+    joiner.content(0, b"still here", false);
+    assert_eq!(member.recv_content().2, b"still here");
+}
+
+#[test]
+fn durations_too_long_to_count_in_milliseconds_mean_never() {
+    // Proves the loop's time arithmetic saturates: an embedder's Duration::MAX for every
+    // timeout neither overflows nor drops connections at once.
+    let mut server = TestServer::with(|c| {
+        c.handshake_timeout = Duration::MAX;
+        c.heartbeat_interval = Duration::MAX;
+        c.close_timeout = Duration::MAX;
+        c.shutdown_grace = Duration::MAX;
+    });
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\n").unwrap();
+    let mut pair = Pair::new(&server, "/never");
+    pair.relay(3);
+    // The unfinished request is still there.
+    slow.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(slow.read(&mut [0u8; 1]).is_err(), "dropped at once");
+    drop(slow);
+    pair.close();
+    server.stop().unwrap();
 }

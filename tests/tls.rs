@@ -564,3 +564,32 @@ fn large_relays_reach_a_slow_tls_reader() {
         assert_eq!(recv_content(&mut joiner), (0, s, big.clone()));
     }
 }
+
+#[test]
+fn sighup_with_a_fifo_at_the_certificate_path_does_not_freeze_the_loop() {
+    // Proves a reload never blocks on a file that is not a regular one (a FIFO would block
+    // the open until a writer comes): the reload fails by name and peers go on relaying.
+    let pki = Pki::new();
+    let leaf = pki.leaf();
+    let dir = temp_dir();
+    let files = write_files(&dir, &pki, &leaf);
+    let args = tls_args(&files);
+    let bin = Binary::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = bin.addr();
+    let client = pki.client_config();
+    let (mut member, _) = connect(addr, &client, "/fifo");
+    assert!(join(&mut member, 1));
+
+    std::fs::remove_file(&files.cert).unwrap();
+    let path = std::ffi::CString::new(files.cert.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the path we own.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    bin.sighup();
+    let line = bin.wait_for("TLS reload failed");
+    assert!(line.contains("not a regular file"), "{line}");
+
+    let (mut joiner, chain) = connect(addr, &client, "/fifo");
+    assert_eq!(chain[0], leaf.der);
+    assert!(!join(&mut joiner, 2));
+    relay_both_ways(&mut member, &mut joiner);
+}

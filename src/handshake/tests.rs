@@ -178,3 +178,21 @@ fn head_end_is_found_from_where_scanning_stopped() {
     assert!(head_complete(b"GET / HTTP/1.1\n\n", 15));
     assert!(!head_complete(b"GET / HTTP/1.1\r\nA: b\r\n", 0));
 }
+
+#[test]
+fn endpoints_take_absolute_form_targets() {
+    let path = |target: &str| match parse(
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    ) {
+        Parse::Done {
+            request: Request::Http(r),
+            ..
+        } => String::from_utf8(r.path).unwrap(),
+        other => panic!("{target}: {other:?}"),
+    };
+    assert_eq!(path("/health?x=1"), "/health");
+    assert_eq!(path("http://host:8000/health"), "/health");
+    assert_eq!(path("https://host/ready?probe"), "/ready");
+    assert_eq!(path("http://host"), "/");
+    assert_eq!(path("*"), "*");
+}

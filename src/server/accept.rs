@@ -22,7 +22,8 @@ use crate::transport::Transport;
 const MAX_ACCEPTS_PER_TURN: usize = 256;
 /// Pause before accepting again after an accept error such as EMFILE, so it cannot spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
-/// Most connections being refused at once; past it, excess connections are closed unanswered.
+/// Most connections being refused at once (fewer under a small open-file limit, see
+/// `reserved_fds`); past it, excess connections are closed unanswered.
 pub(super) const MAX_REFUSING: usize = 32;
 
 /// An accept error that comes from this process or machine running out of something, which
@@ -72,7 +73,9 @@ impl Driver {
                 Err(e) if out_of_resources(&e) => {
                     // EMFILE and the like: the listener is still ready; retry a little later
                     // (or as soon as a connection is reaped) rather than spin or stall.
-                    error!("cannot accept a connection: {e}");
+                    if let Some(skipped) = self.accept_failure_logs.allow(0, self.now) {
+                        error!("cannot accept a connection: {e}{}", skipped_note(skipped));
+                    }
                     self.accept_retry_at = Some(self.now + ACCEPT_RETRY.as_millis() as u64);
                     return Accepted::Failed;
                 }
@@ -87,7 +90,7 @@ impl Driver {
             self.metrics.on_accept();
             let refusal = self.admission(addr.ip());
             if let Some(refusal) = refusal {
-                if self.refusing >= MAX_REFUSING {
+                if self.refusing >= self.max_refusing {
                     debug!("connection from {addr} dropped: too many being refused");
                     continue;
                 }

@@ -41,6 +41,11 @@ pub(super) fn inherited_listeners() -> io::Result<Option<Vec<TcpListener>>> {
                 "LISTEN_FDS={count} but descriptor {fd} is not open"
             )));
         }
+        if let Err(problem) = check_listening_tcp(fd) {
+            return Err(io::Error::other(format!(
+                "LISTEN_FDS={count}: descriptor {fd} is not a listening TCP socket: {problem}"
+            )));
+        }
         // SAFETY: by the sd_listen_fds protocol these descriptors were opened for this process
         // (LISTEN_PID is ours) and nothing else owns them; each is taken exactly once, here,
         // before the process opens any descriptor of its own.
@@ -58,4 +63,44 @@ pub(super) fn inherited_listeners() -> io::Result<Option<Vec<TcpListener>>> {
         listeners.push(TcpListener::from_std(listener));
     }
     Ok(Some(listeners))
+}
+
+/// Whether `fd` is a TCP socket that listens, as a systemd `.socket` unit with `Accept=no`
+/// hands over: not a connected socket (`Accept=yes`), a UDP socket, or one bound but not
+/// listening, any of which would leave the loop spinning on an accept that never succeeds.
+fn check_listening_tcp(fd: RawFd) -> Result<(), String> {
+    let option = |name: libc::c_int| -> Result<libc::c_int, String> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the integer we own.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            Ok(value)
+        } else {
+            Err(format!("not a socket ({})", io::Error::last_os_error()))
+        }
+    };
+    let domain = option(libc::SO_DOMAIN)?;
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return Err(format!("address family {domain}, not IPv4 or IPv6"));
+    }
+    if option(libc::SO_TYPE)? != libc::SOCK_STREAM {
+        return Err("not a stream (TCP) socket; a datagram socket cannot be served".into());
+    }
+    if option(libc::SO_ACCEPTCONN)? == 0 {
+        return Err(
+            "it does not listen (a connected socket, as `Accept=yes` hands over, or one bound \
+             but not listening); use `Accept=no` in the socket unit"
+                .into(),
+        );
+    }
+    Ok(())
 }

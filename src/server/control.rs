@@ -66,7 +66,8 @@ impl Driver {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
         }
-        self.stopping_until = Some(self.now + self.config.shutdown_grace.as_millis() as u64);
+        let grace = super::driver::ms(self.config.shutdown_grace.as_millis());
+        self.stopping_until = Some(self.now.saturating_add(grace));
         self.close_all();
     }
 }

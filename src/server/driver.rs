@@ -63,6 +63,7 @@ pub(super) struct Driver {
     pub(super) config: Config,
     limits: Limits,
     pub(super) max_connections: usize,
+    pub(super) max_refusing: usize,
     pub(super) conns: Slab<Conn>,
     /// Open connections per client address (refused ones excluded).
     pub(super) per_address: HashMap<IpAddr, usize>,
@@ -70,6 +71,8 @@ pub(super) struct Driver {
     pub(super) refusing: usize,
     /// Log lines a client can trigger: refusals by kind, closes by reason.
     pub(super) refusal_logs: Throttle<3>,
+    /// Accept failures for want of descriptors or memory (one kind).
+    pub(super) accept_failure_logs: Throttle<1>,
     close_logs: Throttle<{ CloseReason::ALL.len() }>,
     pub(super) hub: Hub,
     pub(super) metrics: Metrics,
@@ -117,10 +120,12 @@ impl Driver {
                 rate_limit: config.rate_limit,
             },
             max_connections: server.max_connections,
+            max_refusing: server.max_refusing,
             conns: Slab::new(),
             per_address: HashMap::new(),
             refusing: 0,
             refusal_logs: Throttle::default(),
+            accept_failure_logs: Throttle::default(),
             close_logs: Throttle::default(),
             hub: Hub::new(random_seed()),
             metrics: Metrics::default(),
@@ -162,7 +167,7 @@ impl Driver {
             }
             // The clock, read once for the turn.
             self.turn_start = Instant::now();
-            self.now = (self.turn_start - self.start).as_millis() as u64;
+            self.now = ms((self.turn_start - self.start).as_millis());
             self.turn += 1;
             let again = std::mem::take(&mut self.again);
             for event in events.iter() {
@@ -213,7 +218,7 @@ impl Driver {
     }
 
     fn clock(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        ms(self.start.elapsed().as_millis())
     }
 
     fn poll_timeout(&mut self) -> Option<Duration> {
@@ -232,7 +237,7 @@ impl Driver {
             .flatten()
             .min()
             // Rounded up: waking a millisecond early would only find nothing due.
-            .map(|d| Duration::from_millis(d.saturating_sub(now) + 1))
+            .map(|d| Duration::from_millis(d.saturating_sub(now).saturating_add(1)))
     }
 
     /// Steps a connection until it waits, yields its turn or is done, routing each outcome.
@@ -430,7 +435,7 @@ impl Driver {
     }
 
     pub(super) fn start_timer(&mut self, id: ConnId, kind: TimerKind, after: Duration) {
-        let at = self.now + after.as_millis() as u64;
+        let at = self.now.saturating_add(ms(after.as_millis()));
         self.timers.insert(at, Timer { id, kind, at });
     }
 
@@ -475,8 +480,9 @@ impl Driver {
                     self.apply_effects();
                     if self.conns.get(slot).is_some_and(Conn::is_open) {
                         // After a stall, one tick, not a burst of overdue ones (as setInterval).
-                        let interval = self.config.heartbeat_interval.as_millis() as u64;
-                        let at = (timer.at + interval).max(self.now + interval);
+                        let interval = ms(self.config.heartbeat_interval.as_millis());
+                        let at = (timer.at.saturating_add(interval))
+                            .max(self.now.saturating_add(interval));
                         self.timers.insert(at, Timer { at, ..timer });
                     }
                 }
@@ -649,6 +655,12 @@ impl Driver {
         let slot = id.slot as usize;
         self.conns.get(slot).filter(|c| c.id() == id).map(|_| slot)
     }
+}
+
+/// Milliseconds as the loop counts them; a duration past `u64::MAX` ms (an embedder's
+/// `Duration::MAX`) is "never", not a wrapped-around past.
+pub(super) fn ms(millis: u128) -> u64 {
+    u64::try_from(millis).unwrap_or(u64::MAX)
 }
 
 /// A seed for the signaling id generator that differs between runs, from the standard

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use log::{error, info};
+use log::{error, info, warn};
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -26,15 +26,22 @@ use crate::limits;
 use crate::tls;
 
 const WAKER: Token = Token(usize::MAX);
+/// Longest heartbeat interval that Netflux clients, which give up after three of their own
+/// 5 s ticks without one, are sure to tolerate with room to spare.
+const NETFLUX_HEARTBEAT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `FIRST_LISTENER - i`; connections count up from 0.
 const FIRST_LISTENER: usize = usize::MAX - 2;
 /// Most listening sockets (systemd may hand over several).
 const MAX_LISTENERS: usize = 16;
 
-/// File descriptors kept out of the connection count: the listener, epoll, the waker, the
-/// signal pipe, stdio, log files, and the connections being refused.
-const RESERVED_FDS: u64 = 64;
+/// File descriptors kept out of the connection count, for the listener, epoll, the waker, the
+/// signal pipe, stdio and log files (a dozen), and for the connections being refused (half of
+/// the reserve): an eighth of the limit, between 16 and 64, so that a small limit still
+/// serves most of what it allows.
+fn reserved_fds(files: u64) -> u64 {
+    (files / 8).clamp(16, 64)
+}
 
 /// A sigver server bound to its address, ready to [`run`](Server::run).
 pub struct Server {
@@ -49,6 +56,8 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     signals: Option<Signals>,
     max_connections: usize,
+    /// Most connections admitted at once only to be refused (each takes a descriptor).
+    max_refusing: usize,
     config: Config,
 }
 
@@ -141,11 +150,14 @@ impl Server {
             Some(files) => Some(tls::load(files).map_err(Error::Tls)?),
             None => None,
         };
+        let mut max_refusing = accept::MAX_REFUSING;
         let max_connections = match config.max_connections {
             Some(n) => n,
             None => {
                 let files = limits::fd_limit().map_err(Error::Limits)?;
-                usize::try_from(files.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
+                let reserve = reserved_fds(files);
+                max_refusing = max_refusing.min(usize::try_from(reserve / 2).unwrap_or(0));
+                usize::try_from(files.saturating_sub(reserve).max(1)).unwrap_or(usize::MAX)
             }
         };
         let poll = Poll::new().map_err(Error::Poll)?;
@@ -190,6 +202,7 @@ impl Server {
             tls,
             signals,
             max_connections,
+            max_refusing,
             config,
         })
     }
@@ -212,6 +225,16 @@ impl Server {
     pub fn run(self) -> Result<(), Error> {
         if let Some(files) = &self.config.tls {
             info!("TLS on: serving wss:// with {}", files.cert.display());
+        }
+        let heartbeat = self.config.heartbeat_interval;
+        if heartbeat > NETFLUX_HEARTBEAT_WAIT {
+            warn!(
+                "Heartbeat interval of {} ms: Netflux clients close their signaling socket \
+                 after three of their own 5 s ticks without a heartbeat from the server; keep \
+                 it at {} ms or less for them",
+                heartbeat.as_millis(),
+                NETFLUX_HEARTBEAT_WAIT.as_millis()
+            );
         }
         info!(
             "Up to {} connections ({} per address)",

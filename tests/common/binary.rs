@@ -73,6 +73,20 @@ impl Binary {
         addr.parse().unwrap()
     }
 
+    /// How many of its log lines so far (lowercased) `matches`: a reload request logs a line,
+    /// so once that line shows, everything before it has been read.
+    pub fn count_lines(&self, matches: impl Fn(&str) -> bool) -> usize {
+        self.sighup();
+        let mut lines = 0;
+        loop {
+            let line = self.wait_for("").to_lowercase();
+            if line.contains("reload") {
+                return lines;
+            }
+            lines += usize::from(matches(&line));
+        }
+    }
+
     pub fn sighup(&self) {
         self.signal("HUP");
     }
