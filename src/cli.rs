@@ -87,6 +87,8 @@ Limits (sizes in bytes, or with a K, M or G suffix for KiB, MiB, GiB):
                                      open-file limit allows, raised to its hard limit)
       --max-connections-per-ip <n>   open connections per IP address; more get 429,
                                      0 for none (default: 512)
+      --max-group-size <n>           members of a group; a newcomer to a full group is
+                                     closed with 4746, 0 for none (default: 0)
 
 Operations:
       --metrics-allow <CIDR,...>     clients allowed to read /metrics and the status page /
@@ -179,6 +181,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     let per_ip = "--max-connections-per-ip";
     if let Some(n) = value(&mut args, per_ip, per_ip, count)? {
         config.max_connections_per_ip = n;
+    }
+    let group = "--max-group-size";
+    if let Some(n) = value(&mut args, group, group, count)? {
+        config.max_group_size = n;
     }
     let path = |s: String| Ok(PathBuf::from(s));
     let key = value(&mut args, ["-k", "--key"], "--key", path)?;
@@ -330,6 +336,7 @@ mod tests {
             "--handshake-timeout=2500",
             "--max-connections=100",
             "--max-connections-per-ip=0",
+            "--max-group-size=50",
             "--metrics-allow=10.0.0.0/8,::1",
         ])
         .unwrap();
@@ -342,6 +349,7 @@ mod tests {
         assert_eq!(c.handshake_timeout, Duration::from_millis(2500));
         assert_eq!(c.max_connections, Some(100));
         assert_eq!(c.max_connections_per_ip, 0);
+        assert_eq!(c.max_group_size, 50);
         let d = run(&[]).unwrap();
         assert_eq!(d.max_message_size, 2 << 20);
         assert_eq!(d.max_connections, None);

@@ -42,11 +42,13 @@ pub enum CloseReason {
     TooManyMembers,
     /// A message holds more fields than allowed (4743).
     TooManyFields,
+    /// A newcomer would join a group that has `--max-group-size` members (4746).
+    GroupFull,
 }
 
 impl CloseReason {
     /// Every reason, in a fixed order (for counters indexed by reason).
-    pub const ALL: [CloseReason; 17] = [
+    pub const ALL: [CloseReason; 18] = [
         Self::KeyEmpty,
         Self::KeyTooLong,
         Self::Heartbeat,
@@ -64,6 +66,7 @@ impl CloseReason {
         Self::TooManyFragments,
         Self::TooManyMembers,
         Self::TooManyFields,
+        Self::GroupFull,
     ];
 
     /// Position in [`CloseReason::ALL`], which lists the reasons in declaration order.
@@ -91,6 +94,7 @@ impl CloseReason {
             Self::TooManyFragments => "too_many_fragments",
             Self::TooManyMembers => "too_many_members",
             Self::TooManyFields => "too_many_fields",
+            Self::GroupFull => "group_full",
         }
     }
 
@@ -106,6 +110,7 @@ impl CloseReason {
             | Self::TooManyFields => 4743,
             Self::BlockingMember => 4744,
             Self::BadUrl => 4745,
+            Self::GroupFull => 4746,
             Self::Shutdown => 1001,
             Self::ProtocolError => 1002,
             Self::SendQueueFull
@@ -136,6 +141,7 @@ impl CloseReason {
             Self::TooManyFragments => "Too many frames in one message",
             Self::TooManyMembers => "Too many members in connect",
             Self::TooManyFields => "Message has too many fields",
+            Self::GroupFull => "Group is full",
         }
     }
 }
@@ -150,7 +156,7 @@ impl fmt::Display for CloseReason {
 mod tests {
     use super::*;
 
-    const ALL: [CloseReason; 17] = CloseReason::ALL;
+    const ALL: [CloseReason; 18] = CloseReason::ALL;
 
     #[test]
     fn indexes_and_labels_are_distinct() {

@@ -39,6 +39,10 @@ pub struct Config {
     /// Most connections open at once from one IP address; over it, upgrades get 429. 0 turns
     /// the limit off.
     pub max_connections_per_ip: usize,
+    /// Most members a group takes newcomers up to: a `connect` that would bind a peer to
+    /// join a group this full closes it with 4746. 0 (the default, as the original) turns
+    /// the cap off.
+    pub max_group_size: usize,
     /// Time the server waits, on shutdown, for peers to acknowledge its close frames.
     pub shutdown_grace: Duration,
     /// Serve `wss://` with these files; plain `ws://` when `None`.
@@ -66,6 +70,7 @@ impl Default for Config {
             rate_limit: 1000,
             max_connections: None,
             max_connections_per_ip: 512,
+            max_group_size: 0,
             shutdown_grace: Duration::from_millis(3000),
             tls: None,
             handle_signals: false,

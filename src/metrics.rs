@@ -85,6 +85,8 @@ pub enum Limit {
     ConnectMembers,
     /// Fields in one message.
     Fields,
+    /// `--max-group-size`
+    GroupSize,
 }
 
 impl Limit {
@@ -98,11 +100,12 @@ impl Limit {
             CloseReason::TooManyFragments => Some(Self::Fragments),
             CloseReason::TooManyMembers => Some(Self::ConnectMembers),
             CloseReason::TooManyFields => Some(Self::Fields),
+            CloseReason::GroupFull => Some(Self::GroupSize),
             _ => None,
         }
     }
 
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::MessageSize,
         Self::SendQueue,
         Self::MemoryBudget,
@@ -114,6 +117,7 @@ impl Limit {
         Self::Fragments,
         Self::ConnectMembers,
         Self::Fields,
+        Self::GroupSize,
     ];
 
     fn label(self) -> &'static str {
@@ -129,6 +133,7 @@ impl Limit {
             Self::Fragments => "max_fragments",
             Self::ConnectMembers => "max_connect_members",
             Self::Fields => "max_fields",
+            Self::GroupSize => "max_group_size",
         }
     }
 }

@@ -323,3 +323,32 @@ fn durations_too_long_to_count_in_milliseconds_mean_never() {
     pair.close();
     server.stop().unwrap();
 }
+
+#[test]
+fn a_newcomer_to_a_full_group_is_closed_4746() {
+    // Proves --max-group-size over real sockets: with 2, the third peer that would be bound
+    // gets 4746 "Group is full", while the two members relay on and a member of the mesh
+    // reconnecting its signaling socket still gets in.
+    let server = TestServer::with(|c| c.max_group_size = 2);
+    let mut a = server.peer("/capped");
+    assert!(a.join(1, &[]));
+    let mut b = server.peer("/capped");
+    assert!(!b.join(2, &[]));
+    b.content(0, b"offer", false);
+    let (s, _, _) = a.recv_content();
+    a.content(s, b"answer", false);
+    assert_eq!(b.recv_content().2, b"answer");
+    assert!(b.join(2, &[1]));
+    let mut c = server.peer("/capped");
+    c.connect_group(3, &[]);
+    let closed = c.expect_close();
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4746, "Group is full")
+    );
+    let mut d = server.peer("/capped");
+    assert!(d.join(4, &[1, 2]));
+    // The members' own relay is untouched.
+    b.content(s, b"still", false);
+    assert_eq!(a.recv_content().2, b"still");
+}

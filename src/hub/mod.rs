@@ -104,6 +104,8 @@ struct Group {
 enum Answer {
     Connected,
     Bound,
+    /// The peer would have been bound to join a group that is full.
+    Full,
 }
 
 /// The signaling state of all live peers. See the module documentation.
@@ -117,6 +119,8 @@ pub struct Hub {
     counters: Counters,
     /// Where forwarded messages are encoded; reused once the server has copied them out.
     scratch: BytesMut,
+    /// Most members a group takes newcomers up to (0: no cap).
+    max_group_size: usize,
 }
 
 /// What the hub has done since it started, for metrics. Counters only go up.
@@ -140,7 +144,16 @@ impl Hub {
             ids: SignalingIds::new(seed),
             counters: Counters::default(),
             scratch: BytesMut::new(),
+            max_group_size: 0,
         }
+    }
+
+    /// Caps groups at `n` members for newcomers (0: no cap, as the original): a `connect`
+    /// that would bind a peer to join a group of `n` members closes it with 4746. A peer that
+    /// shares a member with the group (docs/PROTOCOL.md §5 rule 3) is never refused.
+    pub fn with_max_group_size(mut self, n: usize) -> Self {
+        self.max_group_size = n;
+        self
     }
 
     /// What the hub has done since it started.
@@ -247,6 +260,7 @@ impl Hub {
                 let bytes = match answer {
                     Answer::Connected => proto::CONNECTED_TRUE,
                     Answer::Bound => proto::CONNECTED_FALSE,
+                    Answer::Full => return self.close(id, CloseReason::GroupFull, out),
                 };
                 out.push(Effect::Send(id, bytes));
                 // The replaced member goes after the answer, as in the original, whose close
@@ -403,9 +417,15 @@ impl Hub {
             }
             return (Answer::Connected, None);
         }
-        // 4. P is demoted if it was a member, then bound to a member chosen for it.
+        // 4. P is demoted if it was a member, then bound to a member chosen for it, unless
+        // the group is full (ours: a newcomer, not a member of the mesh reconnecting, which
+        // rule 3 took in above).
         if is_member {
             self.remove_member(&key, id);
+        }
+        let size = self.groups.get(&key).map_or(0, |g| g.members.len());
+        if self.max_group_size > 0 && size >= self.max_group_size {
+            return (Answer::Full, None);
         }
         if let Some(member) = self.choose_member(&key, id) {
             self.bind(id, member);

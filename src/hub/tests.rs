@@ -1712,3 +1712,29 @@ fn long_messages_with_too_many_fields_are_refused_before_decoding() {
         [closed(j, CloseReason::TooManyFields), got(m, s, 0, "")]
     );
 }
+
+#[test]
+fn a_full_group_refuses_newcomers_but_not_members_of_its_mesh() {
+    // Proves --max-group-size (docs/PROTOCOL.md §7, ours): a newcomer that would be bound to
+    // join a group of n members is closed with 4746; a peer sharing a member joins anyway.
+    let mut w = World::new();
+    w.hub = Hub::new(7).with_max_group_size(2);
+    let a = w.open("k", false);
+    assert!(w.join(a, 1, &[]));
+    let b = w.open("k", false);
+    assert!(!w.join(b, 2, &[]), "bound: the group has one member");
+    assert!(w.join(b, 2, &[1]), "through its member, it joins the mesh");
+    assert_eq!(w.members("k"), [a, b]);
+    let c = w.open("k", false);
+    assert_eq!(w.connect(c, 3, &[]), [closed(c, CloseReason::GroupFull)]);
+    assert!(w.hub.peer(c).is_none());
+    let d = w.open("k", false);
+    assert!(
+        w.join(d, 4, &[2]),
+        "a member of the mesh reconnecting is never refused"
+    );
+    assert_eq!(w.members("k").len(), 3);
+    // Another key is another group.
+    let e = w.open("other", false);
+    assert!(w.join(e, 1, &[]));
+}

@@ -127,7 +127,7 @@ impl Driver {
             refusal_logs: Throttle::default(),
             accept_failure_logs: Throttle::default(),
             close_logs: Throttle::default(),
-            hub: Hub::new(random_seed()),
+            hub: Hub::new(random_seed()).with_max_group_size(config.max_group_size),
             metrics: Metrics::default(),
             relayed_this_turn: 0,
             turn_start: Instant::now(),
