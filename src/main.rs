@@ -26,6 +26,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // glibc raises its mmap threshold each time a large block is freed, so that after one
+    // peak (deep send queues, large messages) later large buffers come from the heap, where
+    // freeing them leaves holes the process keeps. A fixed threshold keeps every buffer of
+    // 128 KiB or more in its own mapping, given back to the system when it is freed: memory
+    // comes back after a peak, which a small host needs more than the speed of large buffers.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocation policy; no thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
     // Every connection is a descriptor: use all the hard limit allows. The server derives its
     // connection limit from what this leaves.
     if let Err(e) = sigver::limits::raise_fd_limit() {
