@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
+use crate::access::OriginPolicy;
 use crate::allow::IpNet;
 use crate::config::{Config, DEFAULT_PORT};
 use crate::tls::TlsFiles;
@@ -89,6 +90,18 @@ Limits (sizes in bytes, or with a K, M or G suffix for KiB, MiB, GiB):
                                      0 for none (default: 512)
       --max-group-size <n>           members of a group; a newcomer to a full group is
                                      closed with 4746, 0 for none (default: 0)
+      --ipv6-prefix <bits>           IPv6 clients count together by this prefix in the
+                                     per-address limit (default: 64)
+
+Public servers:
+      --allow-origin <origin,...>    only pages from these origins may connect (others get
+                                     403): https://app.example.org or https://*.example.org
+                                     (default: any origin)
+      --require-origin               refuse upgrades without an Origin header (Node.js bots
+                                     and native apps send none; default: allowed)
+      --trusted-proxies <CIDR,...>   reverse proxies whose X-Forwarded-For (or X-Real-IP)
+                                     names the client, for limits, logs and --metrics-allow
+                                     (default: none)
 
 Operations:
       --metrics-allow <CIDR,...>     clients allowed to read /metrics and the status page /
@@ -186,6 +199,24 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     if let Some(n) = value(&mut args, group, group, count)? {
         config.max_group_size = n;
     }
+    let proxies = "--trusted-proxies";
+    if let Some(list) = value(&mut args, proxies, proxies, |s| IpNet::parse_list(&s))? {
+        config.trusted_proxies = list;
+    }
+    let prefix = "--ipv6-prefix";
+    if let Some(bits) = value(&mut args, prefix, prefix, |s| match s.parse::<u8>() {
+        Ok(bits) if bits <= 128 => Ok(bits),
+        _ => Err(format!("'{s}' is not a prefix length (0 to 128)")),
+    })? {
+        config.ipv6_prefix = bits;
+    }
+    let origins = "--allow-origin";
+    if let Some(list) = value(&mut args, origins, origins, |s| {
+        OriginPolicy::parse_list(&s)
+    })? {
+        config.origins.allowed = list;
+    }
+    config.origins.require = args.contains("--require-origin");
     let path = |s: String| Ok(PathBuf::from(s));
     let key = value(&mut args, ["-k", "--key"], "--key", path)?;
     let cert = value(&mut args, ["-c", "--cert"], "--cert", path)?;
@@ -337,6 +368,10 @@ mod tests {
             "--max-connections=100",
             "--max-connections-per-ip=0",
             "--max-group-size=50",
+            "--trusted-proxies=10.0.0.0/8",
+            "--ipv6-prefix=56",
+            "--allow-origin=https://*.example.org",
+            "--require-origin",
             "--metrics-allow=10.0.0.0/8,::1",
         ])
         .unwrap();
@@ -350,6 +385,10 @@ mod tests {
         assert_eq!(c.max_connections, Some(100));
         assert_eq!(c.max_connections_per_ip, 0);
         assert_eq!(c.max_group_size, 50);
+        assert_eq!(c.trusted_proxies.len(), 1);
+        assert_eq!(c.ipv6_prefix, 56);
+        assert!(c.origins.require && c.origins.allows(Some(b"https://a.example.org")));
+        assert!(!c.origins.allows(Some(b"https://example.com")));
         let d = run(&[]).unwrap();
         assert_eq!(d.max_message_size, 2 << 20);
         assert_eq!(d.max_connections, None);
@@ -408,6 +447,9 @@ mod tests {
             (&["--max-message-size", "2G"], "--max-message-size"),
             (&["--max-send-queue", "1025M"], "--max-send-queue"),
             (&["--metrics-allow", "10.0.0.0/40"], "--metrics-allow"),
+            (&["--trusted-proxies", "nope"], "--trusted-proxies"),
+            (&["--ipv6-prefix", "129"], "--ipv6-prefix"),
+            (&["--allow-origin", "example.org"], "--allow-origin"),
             (&["--bogus"], "--bogus"),
             (&["extra"], "extra"),
         ];

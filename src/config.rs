@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::access::OriginPolicy;
 use crate::allow::IpNet;
 use crate::tls::TlsFiles;
 
@@ -39,6 +40,14 @@ pub struct Config {
     /// Most connections open at once from one IP address; over it, upgrades get 429. 0 turns
     /// the limit off.
     pub max_connections_per_ip: usize,
+    /// Peers whose `X-Forwarded-For` (or `X-Real-IP`) names the client: reverse proxies in
+    /// front of the server. Empty (the default): every peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 clients are counted together by this many leading bits in the per-address limit
+    /// (a host commonly holds a whole /64).
+    pub ipv6_prefix: u8,
+    /// Which `Origin`s may open a WebSocket; any, by default, as the original.
+    pub origins: OriginPolicy,
     /// Most members a group takes newcomers up to: a `connect` that would bind a peer to
     /// join a group this full closes it with 4746. 0 (the default, as the original) turns
     /// the cap off.
@@ -71,6 +80,9 @@ impl Default for Config {
             max_connections: None,
             max_connections_per_ip: 512,
             max_group_size: 0,
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
+            origins: OriginPolicy::default(),
             shutdown_grace: Duration::from_millis(3000),
             tls: None,
             handle_signals: false,

@@ -47,6 +47,20 @@ pub struct HttpRequest {
     pub method: Method,
     /// The path, without the query string.
     pub path: Vec<u8>,
+    /// Where it says it comes from.
+    pub source: Source,
+}
+
+/// What a request says about where it comes from: believed only as far as the server's
+/// settings say (see [`crate::access`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    /// `Origin`, as sent.
+    pub origin: Option<Vec<u8>>,
+    /// `X-Forwarded-For`, its lines joined with commas.
+    pub forwarded_for: Option<Vec<u8>>,
+    /// `X-Real-IP`.
+    pub real_ip: Option<Vec<u8>>,
 }
 
 /// The HTTP methods the endpoints tell apart.
@@ -70,6 +84,8 @@ pub struct Upgrade {
     /// Key and `favored`, or why the target is not a usable URL (closed with 4745 after the
     /// upgrade, so that the client sees the code).
     pub target: Result<Target, BadUrl>,
+    /// Where it says it comes from.
+    pub source: Source,
 }
 
 /// Where a peer wants to go.
@@ -127,6 +143,17 @@ fn header_values<'a>(
 
 fn classify(req: &httparse::Request<'_, '_>) -> Request {
     let header = |name: &'static str| header_values(req, name);
+    let source = Source {
+        origin: header("origin").next().map(<[u8]>::to_vec),
+        forwarded_for: header("x-forwarded-for")
+            .map(<[u8]>::to_vec)
+            .reduce(|mut all, line| {
+                all.push(b',');
+                all.extend_from_slice(&line);
+                all
+            }),
+        real_ip: header("x-real-ip").next().map(<[u8]>::to_vec),
+    };
     let has_token = |name: &'static str, token: &str| {
         header(name).any(|v| {
             v.split(|&b| b == b',')
@@ -153,6 +180,7 @@ fn classify(req: &httparse::Request<'_, '_>) -> Request {
                 _ => Method::Other,
             },
             path: path.to_vec(),
+            source,
         });
     }
     // RFC 6455 §4.2.1: a GET, HTTP/1.1 or higher, `Connection: Upgrade`, a key, version 13.
@@ -178,6 +206,7 @@ fn classify(req: &httparse::Request<'_, '_>) -> Request {
         accept: tungstenite::handshake::derive_accept_key(key),
         protocol,
         target: parse_target(req.path.unwrap_or("").as_bytes()),
+        source,
     })
 }
 

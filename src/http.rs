@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use crate::access::OriginPolicy;
 use crate::handshake::{BadUrl, HttpRequest, Method, Request, Target, Upgrade};
 use crate::metrics::HandshakeFailure;
 
@@ -34,6 +35,8 @@ pub struct Context<'a> {
     pub stopping: bool,
     /// The client may read `/metrics` and `/`.
     pub metrics_allowed: bool,
+    /// Which `Origin`s may open a WebSocket.
+    pub origins: &'a OriginPolicy,
     /// Renders the metrics text, only when asked for.
     pub metrics: &'a dyn Fn() -> String,
 }
@@ -60,6 +63,15 @@ pub fn answer(request: Option<&Request>, ctx: &Context<'_>) -> Answer {
         Request::Upgrade(_) if ctx.stopping || ctx.refusal == Some(Refusal::Stopping) => {
             refuse(HandshakeFailure::RefusedStopping)
         }
+        Request::Upgrade(u) if !ctx.origins.allows(u.source.origin.as_deref()) => Answer::Close(
+            error(
+                403,
+                "Forbidden",
+                "",
+                "This origin may not use this server: see --allow-origin.\n",
+            ),
+            Some(HandshakeFailure::Origin),
+        ),
         Request::Upgrade(_) if ctx.refusal == Some(Refusal::Full) => {
             refuse(HandshakeFailure::RefusedFull)
         }
@@ -192,12 +204,19 @@ pub fn response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handshake::Source;
+
+    static ANY_ORIGIN: OriginPolicy = OriginPolicy {
+        allowed: Vec::new(),
+        require: false,
+    };
 
     fn ctx(refusal: Option<Refusal>, stopping: bool) -> Context<'static> {
         Context {
             refusal,
             stopping,
             metrics_allowed: false,
+            origins: &ANY_ORIGIN,
             metrics: &|| unreachable!("metrics are not allowed here"),
         }
     }
@@ -214,6 +233,7 @@ mod tests {
         Request::Http(HttpRequest {
             method: Method::Get,
             path: path.as_bytes().to_vec(),
+            source: Source::default(),
         })
     }
 
@@ -226,6 +246,7 @@ mod tests {
                 key: b"k".to_vec(),
                 favored: false,
             }),
+            source: Source::default(),
         });
         let cases = [
             (None, false, "HTTP/1.1 101 Switching Protocols"),

@@ -23,13 +23,15 @@
 //! - [`timer`]: the hashed timer wheel for heartbeats and deadlines; [`limits`]: the token
 //!   bucket, frame sizes and the open-file limit.
 //! - [`proto`]: the protobuf messages.
-//! - [`metrics`]: counters and the Prometheus text; [`allow`]: address ranges.
+//! - [`metrics`]: counters and the Prometheus text; [`allow`]: address ranges; [`access`]:
+//!   allowed origins, client addresses behind proxies, per-address keys.
 //! - [`throttle`]: log lines a client can trigger, one a second per kind.
 //! - [`close`]: close codes and reasons; [`config`]: settings; [`cli`]: the command line;
 //!   [`error`]: errors that stop the server.
 
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod allow;
 pub mod cli;
 pub mod close;

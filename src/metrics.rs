@@ -30,10 +30,12 @@ pub enum HandshakeFailure {
     RefusedPerAddress,
     /// The server is stopping (503).
     RefusedStopping,
+    /// The `Origin` is not allowed (403).
+    Origin,
 }
 
 impl HandshakeFailure {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::BadRequest,
         Self::WrongVersion,
         Self::TooLarge,
@@ -43,6 +45,7 @@ impl HandshakeFailure {
         Self::RefusedFull,
         Self::RefusedPerAddress,
         Self::RefusedStopping,
+        Self::Origin,
     ];
 
     fn label(self) -> &'static str {
@@ -56,6 +59,7 @@ impl HandshakeFailure {
             Self::RefusedFull => "refused_full",
             Self::RefusedPerAddress => "refused_per_address",
             Self::RefusedStopping => "refused_stopping",
+            Self::Origin => "forbidden_origin",
         }
     }
 }

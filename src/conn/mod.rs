@@ -14,7 +14,7 @@ pub mod frames;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Buf, Bytes, BytesMut};
 use log::debug;
@@ -154,6 +154,10 @@ enum Phase {
 pub struct Conn {
     id: ConnId,
     peer: SocketAddr,
+    /// The client's address: the peer's, or the one a trusted proxy gave for it.
+    client: IpAddr,
+    /// The key its connection is counted under in the per-address limit, if it is.
+    counted_as: Option<IpAddr>,
     refusal: Option<Refusal>,
     transport: Transport,
     phase: Phase,
@@ -201,6 +205,8 @@ impl Conn {
         Self {
             id,
             peer,
+            client: peer.ip(),
+            counted_as: None,
             refusal,
             transport,
             phase: Phase::Request,
@@ -233,6 +239,26 @@ impl Conn {
     /// The client's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The client's address (for logs, limits and `--metrics-allow`).
+    pub fn client(&self) -> IpAddr {
+        self.client
+    }
+
+    /// Sets the client's address, as a trusted proxy gave it.
+    pub fn set_client(&mut self, client: IpAddr) {
+        self.client = client;
+    }
+
+    /// The key it is counted under in the per-address limit, if it is.
+    pub fn counted_as(&self) -> Option<IpAddr> {
+        self.counted_as
+    }
+
+    /// Records the key it is counted under in the per-address limit.
+    pub fn set_counted_as(&mut self, key: IpAddr) {
+        self.counted_as = Some(key);
     }
 
     /// The limit it was admitted over, if any.

@@ -168,6 +168,7 @@ impl Peer {
                         refusal: None,
                         stopping: false,
                         metrics_allowed: false,
+                        origins: &crate::access::OriginPolicy::default(),
                         metrics: &String::new,
                     };
                     self.conn.answer(http::answer(request.as_ref(), &ctx));

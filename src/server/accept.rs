@@ -3,6 +3,7 @@
 //! that its request gets a clear HTTP answer (503, or 429 for one address) rather than a reset.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::driver::{Driver, TimerKind};
+use crate::access;
 use crate::conn::{Conn, Deadline};
 use crate::http::Refusal;
 use crate::hub::ConnId;
@@ -110,7 +112,7 @@ impl Driver {
 
     /// Logs a refusal: the first of each second and kind at warn, the rest counted into the
     /// next line, so that a flood of connections cannot flood the log too.
-    fn log_refusal(&mut self, addr: std::net::SocketAddr, refusal: Refusal) {
+    pub(super) fn log_refusal(&mut self, addr: impl std::fmt::Display, refusal: Refusal) {
         if let Some(skipped) = self.refusal_logs.allow(refusal as usize, self.now) {
             warn!(
                 "connection from {addr} refused: {refusal:?} limit reached{}",
@@ -119,18 +121,38 @@ impl Driver {
         }
     }
 
-    /// Whether a new connection from `ip` is over a limit.
-    fn admission(&self, ip: std::net::IpAddr) -> Option<Refusal> {
+    /// Whether a new connection from `ip` is over a limit. A trusted proxy's connections are
+    /// counted by client, once the request names it (see `Driver::count_client`).
+    fn admission(&self, ip: IpAddr) -> Option<Refusal> {
         let open = self.conns.len() - self.refusing;
-        let per_ip = self.config.max_connections_per_ip;
         if self.stopping_until.is_some() {
             Some(Refusal::Stopping)
         } else if open >= self.max_connections {
             Some(Refusal::Full)
-        } else if per_ip > 0 && self.per_address.get(&ip).is_some_and(|&n| n >= per_ip) {
+        } else if !self.is_trusted_proxy(ip) && self.per_address_full(ip) {
             Some(Refusal::PerAddress)
         } else {
             None
+        }
+    }
+
+    pub(super) fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.config.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+
+    /// Whether the per-address limit is reached for `ip`'s key.
+    pub(super) fn per_address_full(&self, ip: IpAddr) -> bool {
+        let per_ip = self.config.max_connections_per_ip;
+        let key = access::address_key(ip, self.config.ipv6_prefix);
+        per_ip > 0 && self.per_address.get(&key).is_some_and(|&n| n >= per_ip)
+    }
+
+    /// Counts a connection under `ip`'s key in the per-address limit.
+    pub(super) fn count_address(&mut self, slot: usize, ip: IpAddr) {
+        let key = access::address_key(ip, self.config.ipv6_prefix);
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.set_counted_as(key);
+            *self.per_address.entry(key).or_insert(0) += 1;
         }
     }
 
@@ -180,8 +202,8 @@ impl Driver {
         ));
         if refusal.is_some() {
             self.refusing += 1;
-        } else {
-            *self.per_address.entry(addr.ip()).or_insert(0) += 1;
+        } else if !self.is_trusted_proxy(addr.ip()) {
+            self.count_address(slot, addr.ip());
         }
         self.start_timer(
             id,

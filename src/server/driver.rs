@@ -22,12 +22,13 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::{Server, Shared, FIRST_LISTENER, MAX_LISTENERS, SIGNALS, WAKER};
+use crate::access;
 use crate::close::CloseReason;
 use crate::config::Config;
 use crate::conn::{Conn, Deadline, Flush, Limits, Outcome, Shed, Turn};
 use crate::error::Error;
 use crate::handshake::Request;
-use crate::http::{self, Answer};
+use crate::http::{self, Answer, Refusal};
 use crate::hub::{ConnId, Effect, Hub};
 use crate::metrics::{Gauges, HandshakeFailure, Limit, Metrics};
 use crate::throttle::{skipped_note, Throttle};
@@ -287,14 +288,16 @@ impl Driver {
 
     /// Answers a complete request head.
     fn on_request(&mut self, slot: usize, request: Option<&Request>) {
+        let refusal = self.identify_client(slot, request);
         let Some(conn) = self.conns.get(slot) else {
             return;
         };
-        let client = conn.peer().ip();
+        let client = conn.client();
         let ctx = http::Context {
-            refusal: conn.refusal(),
+            refusal,
             stopping: self.stopping_until.is_some(),
             metrics_allowed: self.config.metrics_allow.iter().any(|n| n.contains(client)),
+            origins: &self.config.origins,
             metrics: &|| self.metrics.render(&self.gauges()),
         };
         let answer = http::answer(request, &ctx);
@@ -307,6 +310,38 @@ impl Driver {
         if let Some(conn) = self.conns.get_mut(slot) {
             conn.answer(answer);
         }
+    }
+
+    /// Behind a trusted proxy, takes the client's address from the request and counts the
+    /// connection under it in the per-address limit; the refusal the request gets, if any.
+    fn identify_client(&mut self, slot: usize, request: Option<&Request>) -> Option<Refusal> {
+        let conn = self.conns.get(slot)?;
+        let (peer, refusal) = (conn.peer(), conn.refusal());
+        if refusal.is_some() || !self.is_trusted_proxy(peer.ip()) {
+            return refusal;
+        }
+        let source = match request {
+            Some(Request::Upgrade(u)) => Some(&u.source),
+            Some(Request::Http(h)) => Some(&h.source),
+            _ => None,
+        };
+        let client = access::client_address(
+            peer.ip(),
+            &self.config.trusted_proxies,
+            source.and_then(|s| s.forwarded_for.as_deref()),
+            source.and_then(|s| s.real_ip.as_deref()),
+        );
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.set_client(client);
+        }
+        let upgrade = matches!(request, Some(Request::Upgrade(_)));
+        if upgrade && self.per_address_full(client) {
+            self.metrics.on_limit(Limit::ConnectionsPerAddress);
+            self.log_refusal(client, Refusal::PerAddress);
+            return Some(Refusal::PerAddress);
+        }
+        self.count_address(slot, client);
+        None
     }
 
     /// A WebSocket opened; a bad URL (no key) closes it with 4745.
@@ -355,7 +390,7 @@ impl Driver {
         let Some(conn) = self.conns.get(slot) else {
             return;
         };
-        let (id, peer) = (conn.id(), conn.peer());
+        let (id, peer) = (conn.id(), conn.client());
         let client_caused = Limit::of(reason).is_some() || reason == CloseReason::ProtocolError;
         if !client_caused {
             return debug!("conn {}.{} closing: {reason}", id.slot, id.generation);
@@ -584,10 +619,12 @@ impl Driver {
         self.total_buffers -= old.buffers;
         if conn.refusal().is_some() {
             self.refusing -= 1;
-        } else if let Some(n) = self.per_address.get_mut(&conn.peer().ip()) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_address.remove(&conn.peer().ip());
+        } else if let Some(key) = conn.counted_as() {
+            if let Some(n) = self.per_address.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&key);
+                }
             }
         }
     }
