@@ -229,6 +229,29 @@ async function closeCodeChecks(scheme, url) {
   await page.close();
 }
 
+// Who may use the server (--allow-origin): a page from a listed origin joins; a server that
+// lists another origin refuses the page's upgrade, which the browser reports as a failed
+// WebSocket (1006: the 403 never becomes a WebSocket).
+async function originChecks(origin) {
+  const allowed = await startSigver('sigver allow-origin', ['--allow-origin', origin]);
+  const elsewhere = await startSigver('sigver other-origin', ['--allow-origin', 'https://app.example.org']);
+  try {
+    const page = await openPage('origin');
+    await check(`ws: --allow-origin: a page from a listed origin (${origin}) joins a group`, async () => {
+      await join(page, `ws://${HOST}:${allowed.port}`, 'e2e-origin');
+    });
+    await check('ws: --allow-origin: a page from another origin is refused', async () => {
+      const close = await page.evaluate((u) => closeOf(u), `ws://${HOST}:${elsewhere.port}/e2e-origin`);
+      assert(close.code === 1006 && !close.wasClean,
+        `expected the upgrade refused (1006), got ${JSON.stringify(close)}`);
+    }, 10_000);
+    await page.close();
+  } finally {
+    allowed.child.kill();
+    elsewhere.child.kill();
+  }
+}
+
 async function main() {
   const cert = makeCertificate();
   const ws = await startSigver('sigver ws');
@@ -251,6 +274,7 @@ async function main() {
       await groupChecks(scheme, `${scheme}://${HOST}:${port}`);
       await closeCodeChecks(scheme, `${scheme}://${HOST}:${port}`);
     }
+    await originChecks(`http://${HOST}:${web.address().port}`);
   } finally {
     await context.close();
     ws.child.kill();
