@@ -22,6 +22,14 @@ pub enum Command {
     Run(Box<Config>),
     /// Print this text (help or version) and exit successfully.
     Print(String),
+    /// `sign-key NAME --key-secret FILE`: print the signed key `NAME.SIG`, made with the
+    /// first secret of the file, and exit successfully.
+    SignKey {
+        /// The name to sign, as it will appear in the URL path.
+        name: String,
+        /// The secrets file.
+        key_secret: PathBuf,
+    },
 }
 
 /// A command line that cannot be obeyed. `main` prints it and exits with status 2.
@@ -61,6 +69,7 @@ pub fn usage() -> String {
     format!(
         "\
 Usage: sigver [options]
+       sigver sign-key <name> --key-secret <file>   print the signed key <name>.<sig>
 
 WebRTC signaling server for Netflux (https://coast-team.github.io/netflux/).
 
@@ -72,6 +81,8 @@ Options:
   -c, --cert <file>              TLS certificate chain (PEM)
   -a, --ca <file>                intermediate certificates (PEM), appended to the chain
       --heartbeat-interval <ms>  time between heartbeats, at most 3600000 (default: 5000)
+      --key-secret <file>        only keys signed with a secret of this file (one a line)
+                                 may join; others are closed with 4741
       --help                     print this help
 
 Limits (sizes in bytes, or with a K, M or G suffix for KiB, MiB, GiB):
@@ -112,6 +123,7 @@ Operations:
 
 The log level is set with RUST_LOG (default: info), e.g. RUST_LOG=debug.
 SIGHUP reloads the TLS files; SIGTERM or SIGINT stops gracefully (a second one at once).
+SIGHUP also reloads the --key-secret file.
 
 Examples:
   $ sigver                       # Signaling server is listening on 0.0.0.0:8000
@@ -120,12 +132,18 @@ Examples:
   $ sigver --key ./private.key --cert ./primary.crt --ca ./intermediate.crt --port 443
   $ sigver -k /etc/letsencrypt/live/example.org/privkey.pem \
            -c /etc/letsencrypt/live/example.org/fullchain.pem -p 443
+  $ sigver --key-secret /etc/sigver/secrets  # signed keys only
+  $ sigver sign-key room42 --key-secret /etc/sigver/secrets  # prints room42.<sig>
 "
     )
 }
 
 /// Parses the arguments (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliError> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.first().is_some_and(|a| a == SIGN_KEY) {
+        return sign_key(args.into_iter().skip(1).collect());
+    }
     let mut args = pico_args::Arguments::from_vec(args.into_iter().collect());
     if args.contains("--help") {
         return Ok(Command::Print(usage()));
@@ -221,6 +239,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     let key = value(&mut args, ["-k", "--key"], "--key", path)?;
     let cert = value(&mut args, ["-c", "--cert"], "--cert", path)?;
     let ca = value(&mut args, ["-a", "--ca"], "--ca", path)?;
+    config.key_secret = value(&mut args, "--key-secret", "--key-secret", path)?;
     if let Some(arg) = args.finish().into_iter().next() {
         return Err(CliError::Unknown(arg.to_string_lossy().into_owned()));
     }
@@ -232,6 +251,63 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     config.addr = resolve(host.as_deref(), port)?;
     config.tls = tls;
     Ok(Command::Run(Box::new(config)))
+}
+
+/// The command that prints a signed key.
+const SIGN_KEY: &str = "sign-key";
+
+/// `sign-key NAME --key-secret FILE` (the arguments after `sign-key`).
+fn sign_key(args: Vec<OsString>) -> Result<Command, CliError> {
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.contains("--help") {
+        return Ok(Command::Print(usage()));
+    }
+    let flag = "--key-secret";
+    let key_secret =
+        value(&mut args, flag, flag, |s| Ok(PathBuf::from(s)))?.ok_or(CliError::BadValue {
+            flag,
+            problem: "sign-key needs the file of secrets".into(),
+        })?;
+    let bad = |problem: &str| CliError::BadValue {
+        flag: SIGN_KEY,
+        problem: problem.into(),
+    };
+    let mut free = args.finish().into_iter();
+    let name = free.next().ok_or(bad("a name to sign is required"))?;
+    if let Some(extra) = free.next() {
+        return Err(CliError::Unknown(extra.to_string_lossy().into_owned()));
+    }
+    let name = name
+        .into_string()
+        .map_err(|_| bad("the name is not valid UTF-8"))?;
+    if name.starts_with('-') {
+        return Err(CliError::Unknown(name));
+    }
+    check_name(&name).map_err(bad)?;
+    Ok(Command::SignKey { name, key_secret })
+}
+
+/// A name whose signed key a browser sends as is. The key is the URL path as sent
+/// (docs/PROTOCOL.md §1): a character a browser percent-encodes, or one that ends the path,
+/// would make the key sent differ from the name signed, and the key would be refused.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("the name is empty");
+    }
+    if name.len() + 1 + crate::keys::SIGNATURE_LEN > crate::hub::MAX_KEY_LEN {
+        return Err("the signed key would be longer than 512 bytes (a name has at most 468)");
+    }
+    if name
+        .bytes()
+        .any(|b| !b.is_ascii_graphic() || b"\"#<>?`{}\\".contains(&b))
+    {
+        return Err(
+            "a browser would percent-encode or cut the name at a space, a non-ASCII or control \
+             character, or one of \" # < > ? ` { } \\: sign the name as the URL path carries it \
+             (percent-encoded)",
+        );
+    }
+    Ok(())
 }
 
 /// Longest duration a flag takes: an hour. Longer is a mistake (a typo, a unit taken for
@@ -328,6 +404,7 @@ mod tests {
         match parse(args.iter().map(OsString::from))? {
             Command::Run(c) => Ok(*c),
             Command::Print(t) => panic!("printed {t}"),
+            Command::SignKey { name, .. } => panic!("sign-key {name}"),
         }
     }
 
@@ -479,5 +556,68 @@ mod tests {
             assert_eq!(run(args).unwrap_err(), CliError::TlsIncomplete, "{args:?}");
         }
         assert!(run(&[]).unwrap().tls.is_none());
+    }
+
+    fn sign_key(args: &[&str]) -> Result<(String, PathBuf), CliError> {
+        match parse(args.iter().map(OsString::from))? {
+            Command::SignKey { name, key_secret } => Ok((name, key_secret)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_secret_is_a_path_and_off_by_default() {
+        // Proves --key-secret is taken as a path, and that without it any key works.
+        assert_eq!(
+            run(&["--key-secret", "/etc/sigver/secrets"])
+                .unwrap()
+                .key_secret,
+            Some("/etc/sigver/secrets".into())
+        );
+        assert_eq!(
+            run(&["--key-secret=s"]).unwrap().key_secret,
+            Some("s".into())
+        );
+        assert_eq!(run(&[]).unwrap().key_secret, None);
+        let e = run(&["--key-secret"]).unwrap_err();
+        assert!(e.to_string().contains("--key-secret"), "{e}");
+        assert!(printed(&["--help"]).contains("--key-secret <file>"));
+        assert!(printed(&["--help"]).contains("sign-key"));
+    }
+
+    #[test]
+    fn sign_key_takes_a_name_and_the_secrets_file() {
+        // Proves sign-key parses in either order, and that every mistake names its cause.
+        let expected = ("room.42".to_string(), PathBuf::from("s.txt"));
+        assert_eq!(
+            sign_key(&["sign-key", "room.42", "--key-secret", "s.txt"]),
+            Ok(expected.clone())
+        );
+        assert_eq!(
+            sign_key(&["sign-key", "--key-secret=s.txt", "room.42"]),
+            Ok(expected)
+        );
+        assert!(printed(&["sign-key", "--help"]).contains("sign-key"));
+        let long = "n".repeat(469);
+        let cases: &[(&[&str], &str)] = &[
+            (&["sign-key", "room"], "--key-secret"),
+            (&["sign-key", "--key-secret", "s"], "name to sign"),
+            (&["sign-key", "a", "b", "--key-secret", "s"], "'b'"),
+            (&["sign-key", "--bogus", "--key-secret", "s"], "--bogus"),
+            (&["sign-key", "", "--key-secret", "s"], "empty"),
+            (&["sign-key", "a b", "--key-secret", "s"], "percent-encode"),
+            (
+                &["sign-key", "caf\u{e9}", "--key-secret", "s"],
+                "percent-encode",
+            ),
+            (&["sign-key", "a?b", "--key-secret", "s"], "percent-encode"),
+            (&["sign-key", &long, "--key-secret", "s"], "512"),
+            (&["-p", "0", "sign-key", "a"], "sign-key"),
+        ];
+        for (args, needle) in cases {
+            let e = parse(args.iter().map(OsString::from)).unwrap_err();
+            assert!(e.to_string().contains(needle), "{args:?}: {e}");
+        }
+        assert!(sign_key(&["sign-key", &"n".repeat(468), "--key-secret", "s"]).is_ok());
     }
 }

@@ -12,6 +12,8 @@ pub enum CloseReason {
     KeyEmpty,
     /// The group key is longer than [`crate::hub::MAX_KEY_LEN`] bytes (4741).
     KeyTooLong,
+    /// With `--key-secret`, the group key is not signed with one of the secrets (4741).
+    KeyNotSigned,
     /// Three heartbeat ticks passed without a heartbeat from the client (4742).
     Heartbeat,
     /// The client sent a text frame (4743).
@@ -48,9 +50,10 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in a fixed order (for counters indexed by reason).
-    pub const ALL: [CloseReason; 18] = [
+    pub const ALL: [CloseReason; 19] = [
         Self::KeyEmpty,
         Self::KeyTooLong,
+        Self::KeyNotSigned,
         Self::Heartbeat,
         Self::TextFrame,
         Self::BadMessage,
@@ -79,6 +82,7 @@ impl CloseReason {
         match self {
             Self::KeyEmpty => "key_empty",
             Self::KeyTooLong => "key_too_long",
+            Self::KeyNotSigned => "key_not_signed",
             Self::Heartbeat => "heartbeat",
             Self::TextFrame => "text_frame",
             Self::BadMessage => "bad_message",
@@ -101,7 +105,7 @@ impl CloseReason {
     /// The WebSocket close code sent to the peer.
     pub fn close_code(self) -> u16 {
         match self {
-            Self::KeyEmpty | Self::KeyTooLong => 4741,
+            Self::KeyEmpty | Self::KeyTooLong | Self::KeyNotSigned => 4741,
             Self::Heartbeat => 4742,
             Self::TextFrame
             | Self::BadMessage
@@ -126,6 +130,7 @@ impl CloseReason {
         match self {
             Self::KeyEmpty => "Empty group key",
             Self::KeyTooLong => "Group key longer than 512 bytes",
+            Self::KeyNotSigned => "Key not signed",
             Self::Heartbeat => "Too many missed heartbeats",
             Self::TextFrame => "Text frames are not supported: send binary protobuf messages",
             Self::BadMessage => "Message is not a valid protobuf Message",
@@ -156,7 +161,7 @@ impl fmt::Display for CloseReason {
 mod tests {
     use super::*;
 
-    const ALL: [CloseReason; 18] = CloseReason::ALL;
+    const ALL: [CloseReason; 19] = CloseReason::ALL;
 
     #[test]
     fn indexes_and_labels_are_distinct() {

@@ -2,6 +2,7 @@
 //! that no real Netflux use reaches.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::OriginPolicy;
@@ -64,6 +65,9 @@ pub struct Config {
     /// Serve the listening sockets handed over by systemd (`LISTEN_FDS`, `LISTEN_PID`) when
     /// there are any, instead of binding `addr`. For the binary.
     pub socket_activation: bool,
+    /// Let in only keys signed with a secret of this file (one a line; see [`crate::keys`]);
+    /// any key when `None`, as the original. Read again on reload, as the TLS files are.
+    pub key_secret: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
             handle_signals: false,
             metrics_allow: IpNet::loopback(),
             socket_activation: false,
+            key_secret: None,
         }
     }
 }

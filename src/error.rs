@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+use crate::keys::KeySecretError;
 use crate::tls::TlsError;
 
 /// Why the server could not start or had to stop.
@@ -22,6 +23,8 @@ pub enum Error {
     Limits(io::Error),
     /// `LISTEN_FDS` named sockets that cannot be served.
     Activation(io::Error),
+    /// The `--key-secret` file cannot be used.
+    KeySecret(KeySecretError),
 }
 
 impl fmt::Display for Error {
@@ -33,6 +36,7 @@ impl fmt::Display for Error {
             Self::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             Self::Limits(e) => write!(f, "cannot read the open-file limit: {e}"),
             Self::Activation(e) => write!(f, "socket activation: {e}"),
+            Self::KeySecret(e) => write!(f, "key secret: {e}"),
         }
     }
 }
@@ -46,6 +50,7 @@ impl std::error::Error for Error {
             | Self::Limits(e)
             | Self::Activation(e) => Some(e),
             Self::Tls(e) => Some(e),
+            Self::KeySecret(e) => Some(e),
         }
     }
 }

@@ -17,7 +17,8 @@
 //! - [`server`]: the mio event loop, a thin driver of the pieces below.
 //! - [`conn`]: one connection as a session: its phases, WebSocket framing, buffers and their
 //!   count, and its share of each loop turn.
-//! - [`transport`]: plain TCP or rustls under a connection; [`tls`]: loading certificates.
+//! - [`transport`]: plain TCP or rustls under a connection; [`tls`]: loading certificates;
+//!   [`keys`]: signed group keys (`--key-secret`).
 //! - [`handshake`]: parsing the HTTP upgrade request; [`http`]: every HTTP answer. Both pure.
 //! - [`hub`]: groups, bindings, relaying and heartbeat misses: the protocol, without sockets.
 //! - [`timer`]: the hashed timer wheel for heartbeats and deadlines; [`limits`]: the token
@@ -38,9 +39,11 @@ pub mod close;
 pub mod config;
 pub mod conn;
 pub mod error;
+mod files;
 pub mod handshake;
 pub mod http;
 pub mod hub;
+pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod proto;

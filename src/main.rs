@@ -21,6 +21,18 @@ fn main() -> ExitCode {
             print!("{text}");
             return ExitCode::SUCCESS;
         }
+        Ok(Command::SignKey { name, key_secret }) => {
+            return match sigver::keys::load(&key_secret) {
+                Ok(secrets) => {
+                    println!("{}", secrets.signed_key(&name));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sigver: key secret: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Err(e) => {
             eprintln!("sigver: {e}\nTry 'sigver --help' for more information.");
             return ExitCode::from(2);
@@ -44,9 +56,9 @@ fn main() -> ExitCode {
     let result = Server::bind(config).and_then(Server::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // A bad key or certificate file, or the wrong sockets handed over by systemd, is a
-        // usage mistake, like a bad flag.
-        Err(e @ (Error::Tls(_) | Error::Activation(_))) => {
+        // A bad key, certificate or key secret file, or the wrong sockets handed over by
+        // systemd, is a usage mistake, like a bad flag.
+        Err(e @ (Error::Tls(_) | Error::Activation(_) | Error::KeySecret(_))) => {
             eprintln!("sigver: {e}");
             ExitCode::from(2)
         }

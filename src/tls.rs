@@ -73,24 +73,9 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// Reads a regular file. Opened without blocking and checked before it is read: a FIFO (or a
-/// device) at a certificate path would otherwise block the loop on a reload, freezing every
-/// connection.
+/// Reads a regular file (see [`crate::files::read_regular`]), naming it on failure.
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let cannot = |e: std::io::Error| fail(path, format!("cannot read: {e}"));
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(cannot)?;
-    if !file.metadata().map_err(cannot)?.is_file() {
-        return Err(fail(path, "not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(cannot)?;
-    Ok(bytes)
+    crate::files::read_regular(path).map_err(|problem| fail(path, problem))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

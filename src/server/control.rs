@@ -1,5 +1,5 @@
-//! Requests from outside the loop: the waker (a [`super::Handle`]), signals, certificate
-//! reloads and the graceful shutdown.
+//! Requests from outside the loop: the waker (a [`super::Handle`]), signals, reloads of the
+//! TLS files and the key secrets, and the graceful shutdown.
 
 use std::sync::atomic::Ordering;
 
@@ -7,12 +7,12 @@ use log::{error, info};
 use signal_hook::consts::SIGHUP;
 
 use super::driver::Driver;
-use crate::tls;
+use crate::{keys, tls};
 
 impl Driver {
     pub(super) fn on_wake(&mut self) {
         if self.shared.reload.swap(false, Ordering::SeqCst) {
-            self.reload_tls();
+            self.reload_files();
         }
         if self.shared.stop.load(Ordering::SeqCst) {
             self.begin_shutdown();
@@ -27,7 +27,7 @@ impl Driver {
         let pending: Vec<i32> = signals.pending().collect();
         for signal in pending {
             match signal {
-                SIGHUP => self.reload_tls(),
+                SIGHUP => self.reload_files(),
                 _ if self.stopping_until.is_some() => return true,
                 _ => self.begin_shutdown(),
             }
@@ -35,10 +35,19 @@ impl Driver {
         false
     }
 
-    /// Reads the TLS files again; on any error keeps serving with the old ones.
+    /// Reads the TLS files and the key secrets file again; each that fails to load keeps
+    /// serving with the old one.
+    fn reload_files(&mut self) {
+        if self.config.tls.is_none() && self.config.key_secret.is_none() {
+            info!("reload requested: no TLS files or key secrets to reload");
+            return;
+        }
+        self.reload_tls();
+        self.reload_key_secrets();
+    }
+
     fn reload_tls(&mut self) {
         let Some(files) = &self.config.tls else {
-            info!("reload requested: no TLS files to reload");
             return;
         };
         match tls::load(files) {
@@ -47,6 +56,25 @@ impl Driver {
                 info!("TLS certificate reloaded from {}", files.cert.display());
             }
             Err(e) => error!("TLS reload failed, keeping the previous certificate: {e}"),
+        }
+    }
+
+    /// A broken file keeps the last good secrets: refusing every key until the file is
+    /// fixed would cut off every group, which a typo should not do.
+    fn reload_key_secrets(&mut self) {
+        let Some(path) = &self.config.key_secret else {
+            return;
+        };
+        match keys::load(path) {
+            Ok(secrets) => {
+                info!(
+                    "Key secrets reloaded from {} ({} secret(s))",
+                    path.display(),
+                    secrets.len()
+                );
+                self.key_secrets = Some(secrets);
+            }
+            Err(e) => error!("Key secret reload failed, keeping the previous secrets: {e}"),
         }
     }
 

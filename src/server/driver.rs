@@ -30,6 +30,7 @@ use crate::error::Error;
 use crate::handshake::Request;
 use crate::http::{self, Answer, Refusal};
 use crate::hub::{ConnId, Effect, Hub};
+use crate::keys::Secrets;
 use crate::metrics::{Gauges, HandshakeFailure, Limit, Metrics};
 use crate::throttle::{skipped_note, Throttle};
 use crate::timer::TimerWheel;
@@ -60,6 +61,8 @@ pub(super) struct Driver {
     pub(super) inherited: bool,
     pub(super) shared: Arc<Shared>,
     pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `--key-secret`: checked when a WebSocket opens, reloaded with the TLS files.
+    pub(super) key_secrets: Option<Secrets>,
     pub(super) signals: Option<Signals>,
     pub(super) config: Config,
     limits: Limits,
@@ -114,6 +117,7 @@ impl Driver {
             inherited: server.inherited,
             shared: server.shared,
             tls: server.tls,
+            key_secrets: server.key_secrets,
             signals: server.signals,
             limits: Limits {
                 max_message_size: config.max_message_size,
@@ -344,7 +348,9 @@ impl Driver {
         None
     }
 
-    /// A WebSocket opened; a bad URL (no key) closes it with 4745.
+    /// A WebSocket opened; a bad URL (no key) closes it with 4745, and with `--key-secret` a
+    /// key that is not signed closes it with 4741 before the hub sees it (after the upgrade,
+    /// as for any bad key, so that the client sees the code: docs/PROTOCOL.md §1).
     fn on_open(&mut self, slot: usize, id: ConnId, target: Option<crate::handshake::Target>) {
         self.metrics.on_upgrade();
         if self.stopping_until.is_some() {
@@ -353,6 +359,16 @@ impl Driver {
         }
         self.start_timer(id, TimerKind::Heartbeat, self.config.heartbeat_interval);
         match target {
+            Some(t)
+                if self
+                    .key_secrets
+                    .as_ref()
+                    .is_some_and(|s| !s.is_signed(&t.key)) =>
+            {
+                debug!("conn {}.{} open: key not signed", id.slot, id.generation);
+                self.effects
+                    .push(Effect::Close(id, CloseReason::KeyNotSigned));
+            }
             Some(t) => {
                 debug!(
                     "conn {}.{} open: key of {} bytes{}",

@@ -22,6 +22,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::keys::{self, Secrets};
 use crate::limits;
 use crate::tls;
 
@@ -54,6 +55,8 @@ pub struct Server {
     waker: Arc<Waker>,
     shared: Arc<Shared>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `--key-secret`: the secrets a key must be signed with.
+    key_secrets: Option<Secrets>,
     signals: Option<Signals>,
     max_connections: usize,
     /// Most connections admitted at once only to be refused (each takes a descriptor).
@@ -110,8 +113,9 @@ impl Handle {
         self.wake();
     }
 
-    /// Asks the server to read its TLS files again, as SIGHUP does: new connections get the
-    /// new certificate, open ones carry on; a broken file keeps the old configuration.
+    /// Asks the server to read its TLS files and its key secrets file again, as SIGHUP does:
+    /// new connections get the new certificate and secrets, open ones carry on; a broken file
+    /// keeps the old configuration.
     pub fn reload_tls(&self) {
         self.shared.reload.store(true, Ordering::SeqCst);
         self.wake();
@@ -136,7 +140,7 @@ impl Handle {
 }
 
 impl Server {
-    /// Loads the TLS files, if any, and binds the listening socket. Port 0 picks a free port:
+    /// Loads the TLS files and the key secrets, if any, and binds the listening socket. Port 0 picks a free port:
     /// see [`Server::local_addr`]. Without a configured connection limit, derives it from the
     /// process's open-file limit (which the binary raises first; a host program keeps its own).
     pub fn bind(config: Config) -> Result<Self, Error> {
@@ -148,6 +152,10 @@ impl Server {
         };
         let tls = match &config.tls {
             Some(files) => Some(tls::load(files).map_err(Error::Tls)?),
+            None => None,
+        };
+        let key_secrets = match &config.key_secret {
+            Some(path) => Some(keys::load(path).map_err(Error::KeySecret)?),
             None => None,
         };
         let mut max_refusing = accept::MAX_REFUSING;
@@ -200,6 +208,7 @@ impl Server {
             waker,
             shared: Arc::default(),
             tls,
+            key_secrets,
             signals,
             max_connections,
             max_refusing,
@@ -225,6 +234,13 @@ impl Server {
     pub fn run(self) -> Result<(), Error> {
         if let Some(files) = &self.config.tls {
             info!("TLS on: serving wss:// with {}", files.cert.display());
+        }
+        if let (Some(path), Some(secrets)) = (&self.config.key_secret, &self.key_secrets) {
+            info!(
+                "Signed keys only: {} secret(s) from {}",
+                secrets.len(),
+                path.display()
+            );
         }
         let heartbeat = self.config.heartbeat_interval;
         if heartbeat > NETFLUX_HEARTBEAT_WAIT {
