@@ -252,6 +252,31 @@ async function originChecks(origin) {
   }
 }
 
+// Only signed keys (--key-secret): a page with a key minted by `sigver sign-key` joins; a
+// page with a forged key sees a clean close 4741 with its reason.
+async function signedKeyChecks() {
+  const secrets = path.join(tmp, 'key-secrets');
+  fs.writeFileSync(secrets, 'e2e-secret-one\n');
+  const server = await startSigver('sigver key-secret', ['--key-secret', secrets]);
+  const signed = execFileSync(SIGVER, ['sign-key', 'e2e-room', '--key-secret', secrets]).toString().trim();
+  try {
+    const page = await openPage('signed keys');
+    const url = `ws://${HOST}:${server.port}`;
+    await check(`ws: --key-secret: a page with a signed key (${signed}) joins a group`, async () => {
+      await join(page, url, signed);
+    });
+    await check('ws: --key-secret: a page with a forged key sees 4741', async () => {
+      const forged = `e2e-room.${'A'.repeat(43)}`;
+      const close = await page.evaluate((u) => closeOf(u), `${url}/${forged}`);
+      assert(close.code === 4741 && close.wasClean && close.reason === 'Key not signed',
+        `expected a clean close 4741 "Key not signed", got ${JSON.stringify(close)}`);
+    }, 10_000);
+    await page.close();
+  } finally {
+    server.child.kill();
+  }
+}
+
 async function main() {
   const cert = makeCertificate();
   const ws = await startSigver('sigver ws');
@@ -275,6 +300,7 @@ async function main() {
       await closeCodeChecks(scheme, `${scheme}://${HOST}:${port}`);
     }
     await originChecks(`http://${HOST}:${web.address().port}`);
+    await signedKeyChecks();
   } finally {
     await context.close();
     ws.child.kill();
