@@ -113,6 +113,9 @@ Public servers:
       --trusted-proxies <CIDR,...>   reverse proxies whose X-Forwarded-For (or X-Real-IP)
                                      names the client, for limits, logs and --metrics-allow
                                      (default: none)
+      --proxy-protocol               every connection starts with a PROXY protocol header
+                                     (v1 or v2, as HAProxy's send-proxy-v2 sends) naming the
+                                     client; one without is closed
 
 Operations:
       --metrics-allow <CIDR,...>     clients allowed to read /metrics and the status page /
@@ -235,6 +238,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
         config.origins.allowed = list;
     }
     config.origins.require = args.contains("--require-origin");
+    config.proxy_protocol = args.contains("--proxy-protocol");
     let path = |s: String| Ok(PathBuf::from(s));
     let key = value(&mut args, ["-k", "--key"], "--key", path)?;
     let cert = value(&mut args, ["-c", "--cert"], "--cert", path)?;

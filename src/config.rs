@@ -47,6 +47,9 @@ pub struct Config {
     /// IPv6 clients are counted together by this many leading bits in the per-address limit
     /// (a host commonly holds a whole /64).
     pub ipv6_prefix: u8,
+    /// Every connection starts with a PROXY protocol header (version 1 or 2) naming the
+    /// client, sent by a load balancer in front; one without is closed.
+    pub proxy_protocol: bool,
     /// Which `Origin`s may open a WebSocket; any, by default, as the original.
     pub origins: OriginPolicy,
     /// Most members a group takes newcomers up to: a `connect` that would bind a peer to
@@ -86,6 +89,7 @@ impl Default for Config {
             max_group_size: 0,
             trusted_proxies: Vec::new(),
             ipv6_prefix: 64,
+            proxy_protocol: false,
             origins: OriginPolicy::default(),
             shutdown_grace: Duration::from_millis(3000),
             tls: None,

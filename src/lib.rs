@@ -47,6 +47,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod proto;
+pub mod proxy;
 pub mod server;
 pub mod throttle;
 pub mod timer;

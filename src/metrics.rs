@@ -32,10 +32,12 @@ pub enum HandshakeFailure {
     RefusedStopping,
     /// The `Origin` is not allowed (403).
     Origin,
+    /// No valid PROXY protocol header (`--proxy-protocol`).
+    ProxyHeader,
 }
 
 impl HandshakeFailure {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::BadRequest,
         Self::WrongVersion,
         Self::TooLarge,
@@ -46,6 +48,7 @@ impl HandshakeFailure {
         Self::RefusedPerAddress,
         Self::RefusedStopping,
         Self::Origin,
+        Self::ProxyHeader,
     ];
 
     fn label(self) -> &'static str {
@@ -60,6 +63,7 @@ impl HandshakeFailure {
             Self::RefusedPerAddress => "refused_per_address",
             Self::RefusedStopping => "refused_stopping",
             Self::Origin => "forbidden_origin",
+            Self::ProxyHeader => "proxy_header",
         }
     }
 }

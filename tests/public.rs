@@ -14,13 +14,20 @@ use sigver::allow::IpNet;
 /// Sends an upgrade request with these extra header lines; the open stream and the status
 /// line of the answer.
 fn upgrade(addr: SocketAddr, path: &str, headers: &str) -> (TcpStream, String) {
+    upgrade_after(addr, b"", path, headers)
+}
+
+/// Like `upgrade`, with `first` written before the request (a PROXY protocol header).
+fn upgrade_after(addr: SocketAddr, first: &[u8], path: &str, headers: &str) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
+    // A server that refuses the first bytes may close before the rest is written.
+    let _ = s.write_all(first);
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
     );
-    s.write_all(request.as_bytes()).unwrap();
+    let _ = s.write_all(request.as_bytes());
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -171,4 +178,61 @@ fn metrics_allow_judges_the_client_behind_the_proxy() {
         "a loopback client behind the proxy"
     );
     assert_eq!(get(""), "HTTP/1.1 200 OK");
+}
+
+/// A PROXY protocol version 1 header for a TCP client at `src`.
+fn proxy_v1(src: &str) -> Vec<u8> {
+    let family = if src.contains(':') { "TCP6" } else { "TCP4" };
+    let dst = if src.contains(':') {
+        "::1"
+    } else {
+        "127.0.0.1"
+    };
+    format!("PROXY {family} {src} {dst} 40000 8000\r\n").into_bytes()
+}
+
+#[test]
+fn with_the_proxy_protocol_clients_are_counted_by_the_header() {
+    // Proves --proxy-protocol: the client named by each connection's header (version 1 or 2)
+    // is the one the per-address limit counts, and a connection without a header is closed.
+    let server = TestServer::with(|c| {
+        c.proxy_protocol = true;
+        c.max_connections_per_ip = 1;
+    });
+    let ok = "HTTP/1.1 101 Switching Protocols";
+    let (_a, first) = upgrade_after(server.addr, &proxy_v1("203.0.113.1"), "/a", "");
+    assert_eq!(first, ok);
+    let (_b, again) = upgrade_after(server.addr, &proxy_v1("203.0.113.1"), "/b", "");
+    assert_eq!(again, "HTTP/1.1 429 Too Many Requests");
+    let (_c, other) = upgrade_after(server.addr, &proxy_v1("203.0.113.2"), "/c", "");
+    assert_eq!(other, ok);
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    v2.extend_from_slice(
+        &"2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(&[0; 16]);
+    v2.extend_from_slice(&[0x9C, 0x40, 0x1F, 0x40]);
+    let (_d, six) = upgrade_after(server.addr, &v2, "/d", "");
+    assert_eq!(six, ok);
+    // The same /64 is the same client.
+    let (_e, same) = upgrade_after(server.addr, &proxy_v1("2001:db8::8"), "/e", "");
+    assert_eq!(same, "HTTP/1.1 429 Too Many Requests");
+    // No header, or a bad one: closed without an answer.
+    for first in [&b""[..], b"PROXY TCP9 what\r\n"] {
+        let (_s, line) = upgrade_after(server.addr, first, "/f", "");
+        assert_eq!(line, "", "{first:?}");
+    }
+    let request = [
+        proxy_v1("127.0.0.1"),
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    let metrics = String::from_utf8(raw_exchange(server.addr, &request)).unwrap();
+    assert!(
+        metrics.contains("sigver_handshake_failures_total{reason=\"proxy_header\"} 2"),
+        "{metrics}"
+    );
 }

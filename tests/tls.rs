@@ -123,8 +123,20 @@ fn connect(
     config: &Arc<ClientConfig>,
     path: &str,
 ) -> (TlsWs, Vec<CertificateDer<'static>>) {
-    let tcp = TcpStream::connect(addr).unwrap();
+    connect_after(addr, config, path, b"")
+}
+
+/// Like `connect`, with `first` written on the TCP connection before the TLS handshake (a
+/// PROXY protocol header, as a load balancer sends it).
+fn connect_after(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+    path: &str,
+    first: &[u8],
+) -> (TlsWs, Vec<CertificateDer<'static>>) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
+    std::io::Write::write_all(&mut tcp, first).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(Arc::clone(config), name).unwrap();
     let stream = StreamOwned::new(conn, tcp);
@@ -590,6 +602,28 @@ fn sighup_with_a_fifo_at_the_certificate_path_does_not_freeze_the_loop() {
 
     let (mut joiner, chain) = connect(addr, &client, "/fifo");
     assert_eq!(chain[0], leaf.der);
+    assert!(!join(&mut joiner, 2));
+    relay_both_ways(&mut member, &mut joiner);
+}
+
+#[test]
+fn a_proxy_protocol_header_comes_before_the_tls_handshake() {
+    // Proves --proxy-protocol over wss://: the header a TCP load balancer sends first is
+    // read off the socket before TLS, and the peers behind it meet and relay.
+    let pki = Pki::new();
+    let files = write_files(&temp_dir(), &pki, &pki.leaf());
+    let server = TestServer::with(|c| {
+        c.tls = Some(files);
+        c.proxy_protocol = true;
+    });
+    let client = pki.client_config();
+    let v1 = b"PROXY TCP4 203.0.113.1 127.0.0.1 50000 443\r\n";
+    let (mut member, _) = connect_after(server.addr, &client, "/proxied", v1);
+    assert!(join(&mut member, 1));
+    // Version 2, as HAProxy's send-proxy-v2 sends it.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[203, 0, 113, 2, 127, 0, 0, 1, 0xC3, 0x51, 0x01, 0xBB]);
+    let (mut joiner, _) = connect_after(server.addr, &client, "/proxied", &v2);
     assert!(!join(&mut joiner, 2));
     relay_both_ways(&mut member, &mut joiner);
 }

@@ -29,6 +29,7 @@ use crate::http::{Answer, Refusal};
 use crate::hub::ConnId;
 use crate::limits::TokenBucket;
 use crate::metrics::HandshakeFailure;
+use crate::proxy;
 use crate::transport::{ReadOutcome, Transport, TransportError, Written};
 
 /// Bytes one connection may read in one loop turn. With [`FRAMES_PER_TURN`], what bounds the
@@ -140,6 +141,7 @@ pub struct Held {
 
 #[derive(Debug)]
 enum Phase {
+    Proxy,
     Request,
     Upgrading(Result<Target, BadUrl>),
     Open,
@@ -158,6 +160,8 @@ pub struct Conn {
     client: IpAddr,
     /// The key its connection is counted under in the per-address limit, if it is.
     counted_as: Option<IpAddr>,
+    /// The client's address came in a PROXY protocol header.
+    proxied: bool,
     refusal: Option<Refusal>,
     transport: Transport,
     phase: Phase,
@@ -207,6 +211,7 @@ impl Conn {
             peer,
             client: peer.ip(),
             counted_as: None,
+            proxied: false,
             refusal,
             transport,
             phase: Phase::Request,
@@ -251,6 +256,18 @@ impl Conn {
         self.client = client;
     }
 
+    /// Makes it read a PROXY protocol header first (`--proxy-protocol`).
+    pub fn expect_proxy_header(&mut self) {
+        if matches!(self.phase, Phase::Request) {
+            self.phase = Phase::Proxy;
+        }
+    }
+
+    /// Its client's address came in a PROXY protocol header.
+    pub fn proxied(&self) -> bool {
+        self.proxied
+    }
+
     /// The key it is counted under in the per-address limit, if it is.
     pub fn counted_as(&self) -> Option<IpAddr> {
         self.counted_as
@@ -278,7 +295,10 @@ impl Conn {
 
     /// Still reading or answering its HTTP request.
     pub fn is_upgrading(&self) -> bool {
-        matches!(self.phase, Phase::Request | Phase::Upgrading(_))
+        matches!(
+            self.phase,
+            Phase::Proxy | Phase::Request | Phase::Upgrading(_)
+        )
     }
 
     /// The TCP socket, for the poll's registration.
@@ -349,6 +369,7 @@ impl Conn {
             turn.scratch.clear();
         }
         match self.phase {
+            Phase::Proxy => self.read_proxy_header(turn),
             Phase::Request => self.read_request(turn),
             Phase::Upgrading(_) => self.finish_upgrade(),
             Phase::Open | Phase::Closing => self.read_frames(turn),
@@ -615,6 +636,56 @@ impl Conn {
                         return Outcome::Request(Some(request));
                     }
                 }
+            }
+        }
+    }
+
+    /// `Proxy`: the PROXY protocol header, looked at without taking it until it is whole, so
+    /// that not a byte of what follows (the TLS handshake, the request) is taken with it.
+    fn read_proxy_header(&mut self, turn: &mut Turn<'_>) -> Outcome {
+        let header = loop {
+            turn.scratch.clear();
+            turn.scratch.resize(proxy::PEEK, 0);
+            let peeked = self.transport.peek_raw(&mut turn.scratch[..]);
+            let header = match peeked {
+                Ok(ReadOutcome::Data(n)) => proxy::parse(&turn.scratch[..n]),
+                Ok(ReadOutcome::Again) => continue,
+                Ok(ReadOutcome::WouldBlock) => proxy::Header::Incomplete,
+                Ok(ReadOutcome::End) => {
+                    turn.scratch.clear();
+                    self.done();
+                    return Outcome::Failed(HandshakeFailure::ClosedEarly);
+                }
+                Err(e) => {
+                    turn.scratch.clear();
+                    return self.fail_early(&e);
+                }
+            };
+            turn.scratch.clear();
+            break header;
+        };
+        match header {
+            // More comes with the next readable event.
+            proxy::Header::Incomplete => Outcome::Idle,
+            proxy::Header::Invalid => {
+                debug!(
+                    "conn {}.{}: no PROXY protocol header",
+                    self.id.slot, self.id.generation
+                );
+                self.done();
+                Outcome::Failed(HandshakeFailure::ProxyHeader)
+            }
+            proxy::Header::Complete { len, client } => {
+                if let Err(e) = self.transport.skip_raw(len) {
+                    return self.fail_early(&e);
+                }
+                self.charge_wire_bytes();
+                if let Some(client) = client {
+                    self.client = client.to_canonical();
+                }
+                self.proxied = true;
+                self.phase = Phase::Request;
+                self.read_request(turn)
             }
         }
     }

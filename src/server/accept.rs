@@ -129,11 +129,17 @@ impl Driver {
             Some(Refusal::Stopping)
         } else if open >= self.max_connections {
             Some(Refusal::Full)
-        } else if !self.is_trusted_proxy(ip) && self.per_address_full(ip) {
+        } else if !self.counts_by_request(ip) && self.per_address_full(ip) {
             Some(Refusal::PerAddress)
         } else {
             None
         }
+    }
+
+    /// Whether a connection from `ip` is counted by the client its request names (behind a
+    /// trusted proxy, or with the PROXY protocol), not by `ip`.
+    fn counts_by_request(&self, ip: IpAddr) -> bool {
+        self.config.proxy_protocol || self.is_trusted_proxy(ip)
     }
 
     pub(super) fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
@@ -202,8 +208,13 @@ impl Driver {
         ));
         if refusal.is_some() {
             self.refusing += 1;
-        } else if !self.is_trusted_proxy(addr.ip()) {
+        } else if !self.counts_by_request(addr.ip()) {
             self.count_address(slot, addr.ip());
+        }
+        if self.config.proxy_protocol {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.expect_proxy_header();
+            }
         }
         self.start_timer(
             id,

@@ -321,20 +321,27 @@ impl Driver {
     fn identify_client(&mut self, slot: usize, request: Option<&Request>) -> Option<Refusal> {
         let conn = self.conns.get(slot)?;
         let (peer, refusal) = (conn.peer(), conn.refusal());
-        if refusal.is_some() || !self.is_trusted_proxy(peer.ip()) {
+        if refusal.is_some() {
             return refusal;
         }
-        let source = match request {
-            Some(Request::Upgrade(u)) => Some(&u.source),
-            Some(Request::Http(h)) => Some(&h.source),
-            _ => None,
+        let client = if conn.proxied() {
+            // The PROXY protocol header named it.
+            conn.client()
+        } else if self.is_trusted_proxy(peer.ip()) {
+            let source = match request {
+                Some(Request::Upgrade(u)) => Some(&u.source),
+                Some(Request::Http(h)) => Some(&h.source),
+                _ => None,
+            };
+            access::client_address(
+                peer.ip(),
+                &self.config.trusted_proxies,
+                source.and_then(|s| s.forwarded_for.as_deref()),
+                source.and_then(|s| s.real_ip.as_deref()),
+            )
+        } else {
+            return None;
         };
-        let client = access::client_address(
-            peer.ip(),
-            &self.config.trusted_proxies,
-            source.and_then(|s| s.forwarded_for.as_deref()),
-            source.and_then(|s| s.real_ip.as_deref()),
-        );
         if let Some(conn) = self.conns.get_mut(slot) {
             conn.set_client(client);
         }

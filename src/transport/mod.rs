@@ -186,6 +186,37 @@ impl Transport {
         }
     }
 
+    /// Looks at the first bytes waiting on the socket without taking them, under any TLS:
+    /// for a PROXY protocol header, which comes before the TLS handshake.
+    pub fn peek_raw(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, TransportError> {
+        match self.tcp().peek(buf) {
+            Ok(0) => Ok(ReadOutcome::End),
+            Ok(n) => Ok(ReadOutcome::Data(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(ReadOutcome::Again),
+            Err(e) => Err(TransportError::Io(e)),
+        }
+    }
+
+    /// Takes `n` bytes that [`Transport::peek_raw`] saw off the socket, under any TLS.
+    pub fn skip_raw(&mut self, n: usize) -> Result<(), TransportError> {
+        let mut left = n;
+        let mut sink = [0u8; 256];
+        while left > 0 {
+            let want = left.min(sink.len());
+            match self.tcp().read(&mut sink[..want]) {
+                Ok(0) => return Err(TransportError::Io(io::ErrorKind::UnexpectedEof.into())),
+                Ok(k) => {
+                    left -= k;
+                    self.wire_bytes += k;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TransportError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes taken off the socket (TLS records included) since the last call.
     pub fn take_wire_bytes(&mut self) -> usize {
         std::mem::take(&mut self.wire_bytes)
