@@ -3,8 +3,10 @@
 # route with the shipped rules (deploy/nginx-snippets/, the upstream block of deploy/nginx.conf,
 # the backend of deploy/haproxy.cfg). A real WebSocket client (deploy/test/scale_probe.rs)
 # shows that the peers of a key meet on one instance whatever their query, that keys spread
-# over all instances, and that a down instance keeps its keys (no split group). Also checks the
-# shipped files themselves: systemd-analyze verify/security, nginx -t, haproxy -c.
+# over all instances, and that a down instance keeps its keys (no split group); and that behind
+# nginx (X-Forwarded-For, --trusted-proxies) and HAProxy (send-proxy-v2, --proxy-protocol)
+# clients from 127.0.0.2 and 127.0.0.3 are counted apart by the per-address limit. Also checks
+# the shipped files themselves: systemd-analyze verify/security, nginx -t, haproxy -c.
 #
 # Loopback only, in a mktemp dir; a trap stops everything it started. Bounded: the build has
 # SCALE_OUT_BUILD_TIMEOUT s (default 1800), the rest SCALE_OUT_TIMEOUT s (default 120).
@@ -126,9 +128,11 @@ fi
 
 # ---- Three instances, each on a port the kernel picks (-p 0), read from its start line
 INSTANCES=() INSTANCE_PIDS=()
-start_instance() { # $1: name; appends the address to INSTANCES
+start_instance() { # $1: name, then flags (default: no per-address limit); appends to INSTANCES
     local log=$WORK/$1.log addr
-    "$BIN" -h 127.0.0.1 -p 0 --max-connections-per-ip 0 2>"$log" &
+    shift
+    [ $# -eq 0 ] && set -- --max-connections-per-ip 0
+    "$BIN" -h 127.0.0.1 -p 0 "$@" 2>"$log" &
     PIDS+=($!)
     INSTANCE_PIDS+=($!)
     for _ in $(seq 100); do
@@ -348,6 +352,65 @@ for proxy in nginx haproxy; do
         fail "$proxy: '$up_key' of a live instance got $status"
     fi
 done
+
+# ---- The client's address behind a proxy. Two more instances, each capped at 2 connections
+# per client: one with --trusted-proxies behind nginx (X-Forwarded-For, the shipped snippet),
+# one with --proxy-protocol behind HAProxy's send-proxy-v2 (the shipped
+# deploy/haproxy-proxy-protocol.cfg). Clients from 127.0.0.2 and 127.0.0.3 must be counted
+# apart: the cap hit per client, not per proxy.
+per_client() { # $1: name, $2: proxy port
+    local a b
+    a=$("$PROBE" --statuses-from 127.0.0.2 "127.0.0.1:$2" /capped 3 2>&1)
+    b=$("$PROBE" --statuses-from 127.0.0.3 "127.0.0.1:$2" /capped 1 2>&1)
+    if [ "$a" = "101 101 429" ] && [ "$b" = 101 ]; then
+        pass "$1: clients counted apart behind the proxy (127.0.0.2: $a; 127.0.0.3: $b)"
+    else
+        fail "$1: 127.0.0.2 got '$a' (want 101 101 429), 127.0.0.3 got '$b' (want 101)"
+    fi
+}
+if command -v nginx >/dev/null; then
+    if start_instance xff --trusted-proxies 127.0.0.1/32 --max-connections-per-ip 2; then
+        NGX=$WORK/nginx-xff
+        mkdir -p "$NGX/conf/snippets" "$NGX/logs" "$NGX/temp"
+        cp deploy/nginx-snippets/*.conf "$NGX/conf/snippets/"
+        printf 'upstream sigver {\n    server %s max_fails=0;\n}\n' "${INSTANCES[-1]}" \
+            >"$NGX/conf/upstream.conf"
+        if start_proxy nginx_conf nginx -p "$NGX/" -c "$NGX/conf/nginx.conf" -e "$NGX/logs/error.log"; then
+            per_client "nginx and --trusted-proxies" "$PORT"
+        else
+            fail "nginx in front of the --trusted-proxies instance did not start"
+        fi
+    else
+        fail "the --trusted-proxies instance did not start"
+    fi
+fi
+HPP=$WORK/haproxy-pp
+mkdir -p "$HPP"
+haproxy_pp_conf() {
+    {
+        printf 'global\n    maxconn 1000\n    pidfile %s/haproxy.pid\n\n' "$HPP"
+        awk 'BEGIN { RS = ""; ORS = "\n\n" } /(^|\n)defaults/ || /(^|\n)frontend sigver_tcp/ ||
+             /(^|\n)backend sigver_tcp/' deploy/haproxy-proxy-protocol.cfg |
+            sed "s/127\.0\.0\.1:8443/${INSTANCES[-1]}/; s/bind :443/bind 127.0.0.1:$1/; \
+                 s/^ *log global$//"
+    } >"$HPP/haproxy.cfg"
+}
+if command -v haproxy >/dev/null; then
+    if out=$(haproxy -c -f deploy/haproxy-proxy-protocol.cfg 2>&1) && ! grep -q WARNING <<<"$out"; then
+        pass "haproxy -c accepts deploy/haproxy-proxy-protocol.cfg"
+    else
+        fail "haproxy -c on deploy/haproxy-proxy-protocol.cfg: $out"
+    fi
+    if start_instance pp --proxy-protocol --max-connections-per-ip 2; then
+        if start_proxy haproxy_pp_conf haproxy -db -f "$HPP/haproxy.cfg" 2>"$HPP/haproxy.log"; then
+            per_client "HAProxy send-proxy-v2 and --proxy-protocol" "$PORT"
+        else
+            fail "HAProxy in front of the --proxy-protocol instance did not start: $(tail -n 3 "$HPP/haproxy.log")"
+        fi
+    else
+        fail "the --proxy-protocol instance did not start"
+    fi
+fi
 
 # ---- Socket activation (sigver.socket): the server must serve an inherited listener and
 # ignore -h/-p (here the port of a running instance: binding it would fail). Runs once the

@@ -188,6 +188,68 @@ fn upgrade_status(addr: &str, path: &str) -> Probe<u16> {
     }
 }
 
+/// A TCP connection to `addr` from the loopback address `src` (127.0.0.2, 127.0.0.3, ...),
+/// so that a proxy sees distinct clients on one machine.
+fn connect_from(src: std::net::Ipv4Addr, addr: SocketAddr) -> Probe<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let err = |what: &str| format!("{what} from {src}: {}", std::io::Error::last_os_error());
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let SocketAddr::V4(to) = addr else {
+        return Err(format!("{addr} is not IPv4"));
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor made here, with addresses we own; the
+    // descriptor is handed to a TcpStream, which closes it, or closed on failure.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(err("socket"));
+        }
+        let from = sockaddr(src, 0);
+        let to = sockaddr(*to.ip(), to.port());
+        if libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), len) != 0
+            || libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len) != 0
+        {
+            let e = err("connect");
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(TcpStream::from_raw_fd(fd))
+    }
+}
+
+/// Opens `n` upgrades to `addr` from `src` and keeps them open; the status of each.
+fn statuses_from(src: &str, addr: &str, path: &str, n: usize) -> Probe<String> {
+    let src: std::net::Ipv4Addr = src.parse().map_err(|_| format!("bad source {src}"))?;
+    let addr: SocketAddr = addr.parse().map_err(|_| format!("bad address {addr}"))?;
+    let mut held = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let stream = connect_from(src, addr)?;
+        stream
+            .set_read_timeout(Some(WAIT))
+            .map_err(|e| e.to_string())?;
+        match tungstenite::client(format!("ws://{addr}{path}").as_str(), stream) {
+            Ok((ws, response)) => {
+                statuses.push(response.status().as_u16().to_string());
+                held.push(ws);
+            }
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+                statuses.push(response.status().as_u16().to_string());
+            }
+            Err(e) => statuses.push(format!("error({e})")),
+        }
+    }
+    Ok(statuses.join(" "))
+}
+
 /// The main run: meet, hold and spread checks over `n_keys` keys.
 fn run(proxy: SocketAddr, instances: &[SocketAddr], n_keys: usize) -> bool {
     let (mut passed, mut failed) = (0, 0);
@@ -232,13 +294,18 @@ fn run(proxy: SocketAddr, instances: &[SocketAddr], n_keys: usize) -> bool {
 
 const USAGE: &str = "usage: scale-probe PROXY_ADDR INSTANCE_ADDR... [--keys N]
        scale-probe --status ADDR PATH
+       scale-probe --statuses-from SRC ADDR PATH N
        scale-probe --free-port";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let printed = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["--free-port"] => Some(free_port()),
-        ["--status", addr, path] => Some(upgrade_status(addr, path)),
+        ["--free-port"] => Some(free_port().map(|p| p.to_string())),
+        ["--status", addr, path] => Some(upgrade_status(addr, path).map(|s| s.to_string())),
+        ["--statuses-from", src, addr, path, n] => match n.parse() {
+            Ok(n) => Some(statuses_from(src, addr, path, n)),
+            Err(_) => Some(Err(format!("bad count {n}"))),
+        },
         _ => None,
     };
     if let Some(result) = printed {
