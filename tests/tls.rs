@@ -352,9 +352,10 @@ fn sighup_renews_the_certificate_for_new_connections_only() {
     relay_both_ways(&mut member, &mut joiner);
 }
 
-#[test]
-fn sighup_with_a_broken_file_keeps_the_old_certificate() {
-    // Proves a broken file on reload is logged by name and the old certificate stays.
+/// Starts the binary on good TLS files with a joined member, lets `spoil` break the
+/// certificate file, sends SIGHUP, and checks that the reload failed with a line holding
+/// `says`, that the old certificate is still served and that a pair still meets and relays.
+fn reload_keeps_the_old_certificate(spoil: impl FnOnce(&Path), says: impl Fn(&TlsFiles) -> String) {
     let pki = Pki::new();
     let leaf = pki.leaf();
     let dir = temp_dir();
@@ -363,18 +364,27 @@ fn sighup_with_a_broken_file_keeps_the_old_certificate() {
     let bin = Binary::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let addr = bin.addr();
     let client = pki.client_config();
-    let (mut member, _) = connect(addr, &client, "/broken");
+    let (mut member, _) = connect(addr, &client, "/reload");
     assert!(join(&mut member, 1));
 
-    std::fs::write(&files.cert, "not a certificate\n").unwrap();
+    spoil(&files.cert);
     bin.sighup();
     let line = bin.wait_for("TLS reload failed");
-    assert!(line.contains(&files.cert.display().to_string()), "{line}");
+    assert!(line.contains(&says(&files)), "{line}");
 
-    let (mut joiner, chain) = connect(addr, &client, "/broken");
+    let (mut joiner, chain) = connect(addr, &client, "/reload");
     assert_eq!(chain[0], leaf.der);
     assert!(!join(&mut joiner, 2));
     relay_both_ways(&mut member, &mut joiner);
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_old_certificate() {
+    // Proves a broken file on reload is logged by name and the old certificate stays.
+    reload_keeps_the_old_certificate(
+        |cert| std::fs::write(cert, "not a certificate\n").unwrap(),
+        |files| files.cert.display().to_string(),
+    );
 }
 
 #[test]
@@ -581,29 +591,15 @@ fn large_relays_reach_a_slow_tls_reader() {
 fn sighup_with_a_fifo_at_the_certificate_path_does_not_freeze_the_loop() {
     // Proves a reload never blocks on a file that is not a regular one (a FIFO would block
     // the open until a writer comes): the reload fails by name and peers go on relaying.
-    let pki = Pki::new();
-    let leaf = pki.leaf();
-    let dir = temp_dir();
-    let files = write_files(&dir, &pki, &leaf);
-    let args = tls_args(&files);
-    let bin = Binary::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let addr = bin.addr();
-    let client = pki.client_config();
-    let (mut member, _) = connect(addr, &client, "/fifo");
-    assert!(join(&mut member, 1));
-
-    std::fs::remove_file(&files.cert).unwrap();
-    let path = std::ffi::CString::new(files.cert.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo reads the path we own.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
-    bin.sighup();
-    let line = bin.wait_for("TLS reload failed");
-    assert!(line.contains("not a regular file"), "{line}");
-
-    let (mut joiner, chain) = connect(addr, &client, "/fifo");
-    assert_eq!(chain[0], leaf.der);
-    assert!(!join(&mut joiner, 2));
-    relay_both_ways(&mut member, &mut joiner);
+    reload_keeps_the_old_certificate(
+        |cert| {
+            std::fs::remove_file(cert).unwrap();
+            let path = std::ffi::CString::new(cert.to_str().unwrap()).unwrap();
+            // SAFETY: mkfifo reads the path we own.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        },
+        |_| "not a regular file".into(),
+    );
 }
 
 #[test]
