@@ -22,8 +22,8 @@
 //! - [`handshake`]: parsing the HTTP upgrade request; [`http`]: every HTTP answer. Both pure.
 //! - [`hub`]: groups, bindings, relaying and heartbeat misses: the protocol, without sockets.
 //! - [`timer`]: the hashed timer wheel for heartbeats and deadlines; [`limits`]: the token
-//!   bucket, frame sizes and the open-file limit.
-//! - [`proto`]: the protobuf messages.
+//!   bucket and the open-file limit.
+//! - [`proto`]: the protobuf messages; [`proxy`]: the PROXY protocol header.
 //! - [`metrics`]: counters and the Prometheus text; [`allow`]: address ranges; [`access`]:
 //!   allowed origins, client addresses behind proxies, per-address keys.
 //! - [`throttle`]: log lines a client can trigger, one a second per kind.

@@ -3,7 +3,7 @@
 //! [`Written`], never a bare 0), counts the bytes it took off the wire (what a connection's
 //! share of a turn is charged), and reports a TLS failure as a typed [`TransportError::Tls`].
 //!
-//! [`Socket`] saves the system call that only learns "nothing more": a TCP read that returns
+//! `Socket` saves the system call that only learns "nothing more": a TCP read that returns
 //! less than asked has emptied the receive queue, and with edge-triggered epoll new data
 //! brings a new readable event; so until that event, reads answer "would block" at once. An
 //! end of stream that came with the data brings no further event, so once the peer has shut
