@@ -13,13 +13,14 @@ use std::path::PathBuf;
 use crate::access::OriginPolicy;
 use crate::allow::IpNet;
 use crate::config::{Config, DEFAULT_PORT};
+use crate::logfmt::LogFormat;
 use crate::tls::TlsFiles;
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
-    /// Serve with this configuration.
-    Run(Box<Config>),
+    /// Serve with this configuration, logging in this format.
+    Run(Box<Config>, LogFormat),
     /// Print this text (help or version) and exit successfully.
     Print(String),
     /// `sign-key NAME --key-secret FILE`: print the signed key `NAME.SIG`, made with the
@@ -125,6 +126,8 @@ Operations:
   and ignores -h and -p.
 
 The log level is set with RUST_LOG (default: info), e.g. RUST_LOG=debug.
+--log-format json writes one JSON object per line (time, level, target, message, and the
+connection, client, close code and limit where they apply); text is the default.
 SIGHUP reloads the TLS files; SIGTERM or SIGINT stops gracefully (a second one at once).
 SIGHUP also reloads the --key-secret file.
 
@@ -239,6 +242,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     }
     config.origins.require = args.contains("--require-origin");
     config.proxy_protocol = args.contains("--proxy-protocol");
+    let format = "--log-format";
+    let log_format =
+        value(&mut args, format, format, |s| LogFormat::parse(&s))?.unwrap_or_default();
     let path = |s: String| Ok(PathBuf::from(s));
     let key = value(&mut args, ["-k", "--key"], "--key", path)?;
     let cert = value(&mut args, ["-c", "--cert"], "--cert", path)?;
@@ -254,7 +260,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     };
     config.addr = resolve(host.as_deref(), port)?;
     config.tls = tls;
-    Ok(Command::Run(Box::new(config)))
+    Ok(Command::Run(Box::new(config), log_format))
 }
 
 /// The command that prints a signed key.
@@ -406,7 +412,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, CliError> {
         match parse(args.iter().map(OsString::from))? {
-            Command::Run(c) => Ok(*c),
+            Command::Run(c, _) => Ok(*c),
             Command::Print(t) => panic!("printed {t}"),
             Command::SignKey { name, .. } => panic!("sign-key {name}"),
         }

@@ -26,7 +26,8 @@
 //! - [`proto`]: the protobuf messages; [`proxy`]: the PROXY protocol header.
 //! - [`metrics`]: counters and the Prometheus text; [`allow`]: address ranges; [`access`]:
 //!   allowed origins, client addresses behind proxies, per-address keys.
-//! - [`throttle`]: log lines a client can trigger, one a second per kind.
+//! - [`throttle`]: log lines a client can trigger, one a second per kind; [`logfmt`]: the
+//!   JSON log format.
 //! - [`close`]: close codes and reasons; [`config`]: settings; [`cli`]: the command line;
 //!   [`error`]: errors that stop the server.
 
@@ -45,6 +46,7 @@ pub mod http;
 pub mod hub;
 pub mod keys;
 pub mod limits;
+pub mod logfmt;
 pub mod metrics;
 pub mod proto;
 pub mod proxy;

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use sigver::cli::{self, Command};
+use sigver::logfmt::LogFormat;
 use sigver::{Error, Server};
 
-fn main() -> ExitCode {
+fn init_logger(format: LogFormat) {
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     // rustls warns about what a client sends (alerts, unexpected records): a client could fill
@@ -14,9 +15,18 @@ fn main() -> ExitCode {
     if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls")) {
         logger.filter_module("rustls", log::LevelFilter::Error);
     }
+    if format == LogFormat::Json {
+        logger.format(sigver::logfmt::write_json);
+    }
     logger.init();
+}
+
+fn main() -> ExitCode {
     let config = match cli::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Run(config)) => *config,
+        Ok(Command::Run(config, format)) => {
+            init_logger(format);
+            *config
+        }
         Ok(Command::Print(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;

@@ -128,7 +128,8 @@ impl Limit {
         Self::GroupSize,
     ];
 
-    fn label(self) -> &'static str {
+    /// The flag's name without dashes, for metric labels and log fields.
+    pub fn label(self) -> &'static str {
         match self {
             Self::MessageSize => "max_message_size",
             Self::SendQueue => "max_send_queue",

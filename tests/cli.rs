@@ -264,3 +264,53 @@ fn a_heartbeat_interval_netflux_clients_would_not_wait_for_is_warned_about() {
     let line = bin.wait_for("Heartbeat interval of 15000 ms");
     assert!(line.contains("Netflux clients close"), "{line}");
 }
+
+#[test]
+fn every_json_log_line_parses_and_carries_its_fields() {
+    // Proves --log-format json: each line is one JSON object with time, level, target and
+    // message, and a close for a limit carries the connection, client, code and limit.
+    let bin = common::binary::Binary::start(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "--log-format",
+        "json",
+        "--max-message-size",
+        "1K",
+    ]);
+    let line = bin.wait_for("listening on");
+    let start: serde_json::Value = serde_json::from_str(&line).expect("the start line is JSON");
+    let message = start["message"].as_str().unwrap();
+    let addr: SocketAddr = message
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut peer = Peer::connect(addr, "/json-logs");
+    assert!(peer.join(1, &[]));
+    peer.send_raw(vec![0u8; 2048]);
+    assert_eq!(peer.expect_close().code, 1009);
+    let lines = bin.lines_until_reload();
+    let objects: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for o in &objects {
+        for member in ["time", "level", "target", "message"] {
+            assert!(o[member].is_string(), "no {member}: {o}");
+        }
+    }
+    let close = objects
+        .iter()
+        .find(|o| o["code"] == 1009)
+        .unwrap_or_else(|| panic!("no close line among {objects:#?}"));
+    assert_eq!(close["level"], "WARN");
+    assert_eq!(close["client"], "127.0.0.1");
+    assert_eq!(close["limit"], "max_message_size");
+    assert!(
+        close["conn"].as_str().is_some_and(|c| c.contains('.')),
+        "{close}"
+    );
+}

@@ -57,6 +57,13 @@ pub struct ConnId {
     pub generation: u32,
 }
 
+impl std::fmt::Display for ConnId {
+    /// `slot.generation`, as the logs name a connection.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.slot, self.generation)
+    }
+}
+
 /// What the hub asks the server to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {

@@ -114,7 +114,13 @@ impl Driver {
     /// next line, so that a flood of connections cannot flood the log too.
     pub(super) fn log_refusal(&mut self, addr: impl std::fmt::Display, refusal: Refusal) {
         if let Some(skipped) = self.refusal_logs.allow(refusal as usize, self.now) {
+            let limit = match refusal {
+                Refusal::Full => Limit::Connections,
+                Refusal::PerAddress => Limit::ConnectionsPerAddress,
+                Refusal::Stopping => return,
+            };
             warn!(
+                client:% = addr, limit = limit.label(), skipped;
                 "connection from {addr} refused: {refusal:?} limit reached{}",
                 skipped_note(skipped)
             );

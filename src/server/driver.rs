@@ -419,7 +419,9 @@ impl Driver {
             return debug!("conn {}.{} closing: {reason}", id.slot, id.generation);
         }
         if let Some(skipped) = self.close_logs.allow(reason.index(), self.now) {
+            let limit = Limit::of(reason).map_or("protocol", Limit::label);
             warn!(
+                conn:% = id, client:% = peer, code = reason.close_code(), limit, skipped;
                 "conn {}.{} ({peer}) closed: {reason}{}",
                 id.slot,
                 id.generation,

@@ -76,14 +76,22 @@ impl Binary {
     /// How many of its log lines so far (lowercased) `matches`: a reload request logs a line,
     /// so once that line shows, everything before it has been read.
     pub fn count_lines(&self, matches: impl Fn(&str) -> bool) -> usize {
+        let lines = self.lines_until_reload();
+        lines.iter().filter(|l| matches(&l.to_lowercase())).count()
+    }
+
+    /// Its log lines from now until a reload request's line (that one included): a reload
+    /// logs a line, so everything logged before it has been read.
+    pub fn lines_until_reload(&self) -> Vec<String> {
         self.sighup();
-        let mut lines = 0;
+        let mut lines = Vec::new();
         loop {
-            let line = self.wait_for("").to_lowercase();
-            if line.contains("reload") {
+            let line = self.wait_for("");
+            let done = line.to_lowercase().contains("reload");
+            lines.push(line);
+            if done {
                 return lines;
             }
-            lines += usize::from(matches(&line));
         }
     }
 
