@@ -2,7 +2,8 @@
 //! every byte they hold. The driver gives it readiness and the time; it does a bounded amount
 //! of work and returns an [`Outcome`]. It never touches the poll or another connection.
 //!
-//! Phases: `Request` reads the HTTP head; the driver's [`Answer`] makes it `Upgrading` (the
+//! Phases: `Proxy` (with `--proxy-protocol`) takes the PROXY header off the socket first;
+//! `Request` reads the HTTP head; the driver's [`Answer`] makes it `Upgrading` (the
 //! `101` goes out, then `Open`) or `Finishing` (an HTTP answer goes out). `Open` relays
 //! WebSocket messages; a close we start while the framing is intact (the hub's, the rate
 //! limit, a text frame, too many fragments) makes it `Closing`, waiting for the peer's close;
@@ -20,7 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use log::debug;
 use mio::net::TcpStream;
 
-pub use frames::frame_len;
+use frames::frame_len;
 use frames::{ClosePayload, Header, Opcode, Violation};
 
 use crate::close::CloseReason;
@@ -129,7 +130,7 @@ pub enum Flush {
     Failed,
 }
 
-/// The bytes a connection holds, as last reported to the driver's totals.
+/// The bytes a connection holds (see [`Conn::held`] and [`Conn::report`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
     /// Bytes queued for sending, not yet taken by the transport.

@@ -96,29 +96,24 @@ impl Driver {
                     debug!("connection from {addr} dropped: too many being refused");
                     continue;
                 }
-                match refusal {
-                    Refusal::Full => self.metrics.on_limit(Limit::Connections),
-                    Refusal::PerAddress => self.metrics.on_limit(Limit::ConnectionsPerAddress),
-                    Refusal::Stopping => {}
-                }
-                if refusal != Refusal::Stopping {
-                    self.log_refusal(addr, refusal);
-                }
+                self.note_refusal(addr, refusal);
             }
             self.admit(stream, addr, refusal);
         }
         Accepted::Capped
     }
 
-    /// Logs a refusal: the first of each second and kind at warn, the rest counted into the
-    /// next line, so that a flood of connections cannot flood the log too.
-    pub(super) fn log_refusal(&mut self, addr: impl std::fmt::Display, refusal: Refusal) {
+    /// Counts a refusal for a limit and logs it: the first of each second and kind at warn,
+    /// the rest counted into the next line, so that a flood of connections cannot flood the
+    /// log too. A refusal while stopping is no limit: neither counted nor logged.
+    pub(super) fn note_refusal(&mut self, addr: impl std::fmt::Display, refusal: Refusal) {
+        let limit = match refusal {
+            Refusal::Full => Limit::Connections,
+            Refusal::PerAddress => Limit::ConnectionsPerAddress,
+            Refusal::Stopping => return,
+        };
+        self.metrics.on_limit(limit);
         if let Some(skipped) = self.refusal_logs.allow(refusal as usize, self.now) {
-            let limit = match refusal {
-                Refusal::Full => Limit::Connections,
-                Refusal::PerAddress => Limit::ConnectionsPerAddress,
-                Refusal::Stopping => return,
-            };
             warn!(
                 client:% = addr, limit = limit.label(), skipped;
                 "connection from {addr} refused: {refusal:?} limit reached{}",
@@ -128,7 +123,7 @@ impl Driver {
     }
 
     /// Whether a new connection from `ip` is over a limit. A trusted proxy's connections are
-    /// counted by client, once the request names it (see `Driver::count_client`).
+    /// counted by client, once the request names it (see `Driver::identify_client`).
     fn admission(&self, ip: IpAddr) -> Option<Refusal> {
         let open = self.conns.len() - self.refusing;
         if self.stopping_until.is_some() {

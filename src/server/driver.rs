@@ -347,8 +347,7 @@ impl Driver {
         }
         let upgrade = matches!(request, Some(Request::Upgrade(_)));
         if upgrade && self.per_address_full(client) {
-            self.metrics.on_limit(Limit::ConnectionsPerAddress);
-            self.log_refusal(client, Refusal::PerAddress);
+            self.note_refusal(client, Refusal::PerAddress);
             return Some(Refusal::PerAddress);
         }
         self.count_address(slot, client);
