@@ -121,6 +121,9 @@ Public servers:
 Operations:
       --metrics-allow <CIDR,...>     clients allowed to read /metrics and the status page /
                                      (default: 127.0.0.0/8,::1/128); others get 403
+      --status-interval <ms>         time between two samples of the status page's charts
+                                     (/status.json keeps the last 360), at most 3600000
+                                     (default: 10000: an hour of history)
   GET /health answers 200 while the server runs, GET /ready 200 (503 while stopping).
   Started by systemd socket activation (LISTEN_FDS), it serves the inherited sockets
   and ignores -h and -p.
@@ -210,6 +213,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
             });
         }
         config.max_connections = Some(n);
+    }
+    let status = "--status-interval";
+    if let Some(ms) = value(&mut args, status, status, millis)? {
+        // Faster would wake the loop for little: the page polls every 2 s.
+        if ms < Duration::from_millis(100) {
+            return Err(CliError::BadValue {
+                flag: status,
+                problem: "must be at least 100 milliseconds".into(),
+            });
+        }
+        config.status_interval = ms;
     }
     let allow = "--metrics-allow";
     if let Some(list) = value(&mut args, allow, allow, |s| IpNet::parse_list(&s))? {
@@ -498,10 +512,14 @@ mod tests {
             "--handshake-timeout=3600000",
             "--max-message-size=1G",
             "--max-send-queue=1G",
+            "--status-interval=3600000",
         ])
         .unwrap();
         assert_eq!(c.heartbeat_interval, Duration::from_secs(3600));
+        assert_eq!(c.status_interval, Duration::from_secs(3600));
         assert_eq!(c.max_message_size, 1 << 30);
+        let c = run(&["--status-interval", "100"]).unwrap();
+        assert_eq!(c.status_interval, Duration::from_millis(100));
     }
 
     #[test]
@@ -537,6 +555,8 @@ mod tests {
             (&["--trusted-proxies", "nope"], "--trusted-proxies"),
             (&["--ipv6-prefix", "129"], "--ipv6-prefix"),
             (&["--allow-origin", "example.org"], "--allow-origin"),
+            (&["--status-interval", "99"], "--status-interval"),
+            (&["--status-interval", "3600001"], "--status-interval"),
             (&["--bogus"], "--bogus"),
             (&["extra"], "extra"),
         ];

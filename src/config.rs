@@ -65,6 +65,9 @@ pub struct Config {
     pub handle_signals: bool,
     /// Clients allowed to read `GET /metrics` and the status page `GET /`; others get 403.
     pub metrics_allow: Vec<IpNet>,
+    /// Time between two samples of the status page's history (`/status.json`, which keeps
+    /// the last [`crate::history::CAPACITY`]).
+    pub status_interval: Duration,
     /// Serve the listening sockets handed over by systemd (`LISTEN_FDS`, `LISTEN_PID`) when
     /// there are any, instead of binding `addr`. For the binary.
     pub socket_activation: bool,
@@ -95,6 +98,7 @@ impl Default for Config {
             tls: None,
             handle_signals: false,
             metrics_allow: IpNet::loopback(),
+            status_interval: Duration::from_millis(10_000),
             socket_activation: false,
             key_secret: None,
         }

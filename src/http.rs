@@ -1,8 +1,9 @@
 //! Every HTTP answer the server gives, as pure functions: the `101` of an upgrade, the refusals
 //! (`503`, `429`), the errors of a bad request (`400`, `426`, `431`), and the endpoints served
 //! on the same port for requests that are not upgrades: `/health`, `/ready`, `/metrics`
-//! (Prometheus text) and `/`, a small status page; the last two only for clients in
-//! `--metrics-allow`. A WebSocket upgrade on any path is a group key (docs/PROTOCOL.md §1).
+//! (Prometheus text), `/status.json` (the status page's history) and `/`, the status page;
+//! the last three only for clients in `--metrics-allow`. A WebSocket upgrade on any path is a
+//! group key (docs/PROTOCOL.md §1).
 
 use std::fmt::Write as _;
 
@@ -10,7 +11,8 @@ use crate::access::OriginPolicy;
 use crate::handshake::{BadUrl, HttpRequest, Method, Request, Target, Upgrade};
 use crate::metrics::HandshakeFailure;
 
-/// The status page: self-contained (no outside assets), it reads `/metrics` every two seconds.
+/// The status page: self-contained (no outside assets), it reads `/metrics` every two seconds
+/// and `/status.json` for its charts.
 const STATUS_PAGE: &str = include_str!("status.html");
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -33,12 +35,14 @@ pub struct Context<'a> {
     pub refusal: Option<Refusal>,
     /// The server is stopping: upgrades get 503, `/ready` says so.
     pub stopping: bool,
-    /// The client may read `/metrics` and `/`.
+    /// The client may read `/metrics`, `/status.json` and `/`.
     pub metrics_allowed: bool,
     /// Which `Origin`s may open a WebSocket.
     pub origins: &'a OriginPolicy,
     /// Renders the metrics text, only when asked for.
     pub metrics: &'a dyn Fn() -> String,
+    /// Renders the status page's history (`/status.json`), only when asked for.
+    pub status: &'a dyn Fn() -> String,
 }
 
 /// The answer to a request head.
@@ -138,7 +142,7 @@ fn endpoint(req: &HttpRequest, ctx: &Context<'_>) -> Vec<u8> {
             with_body,
         ),
         b"/ready" => ok(TEXT, b"ready\n"),
-        b"/metrics" | b"/" if !ctx.metrics_allowed => response(
+        b"/metrics" | b"/" | b"/status.json" if !ctx.metrics_allowed => response(
             403,
             "Forbidden",
             TEXT,
@@ -150,6 +154,7 @@ fn endpoint(req: &HttpRequest, ctx: &Context<'_>) -> Vec<u8> {
             "text/plain; version=0.0.4; charset=utf-8",
             (ctx.metrics)().as_bytes(),
         ),
+        b"/status.json" => ok("application/json", (ctx.status)().as_bytes()),
         b"/" => ok("text/html; charset=utf-8", STATUS_PAGE.as_bytes()),
         _ => response(
             404,
@@ -218,6 +223,7 @@ mod tests {
             metrics_allowed: false,
             origins: &ANY_ORIGIN,
             metrics: &|| unreachable!("metrics are not allowed here"),
+            status: &|| unreachable!("the status is not allowed here"),
         }
     }
 
@@ -277,10 +283,13 @@ mod tests {
         );
         let stopping = answer(Some(&get("/ready")), &ctx(None, true));
         assert_eq!(head(&stopping), "HTTP/1.1 503 Service Unavailable");
-        assert_eq!(
-            head(&answer(Some(&get("/metrics")), &ctx(None, false))),
-            "HTTP/1.1 403 Forbidden"
-        );
+        for path in ["/metrics", "/", "/status.json"] {
+            assert_eq!(
+                head(&answer(Some(&get(path)), &ctx(None, false))),
+                "HTTP/1.1 403 Forbidden",
+                "{path}"
+            );
+        }
         assert!(matches!(
             answer(None, &ctx(None, false)),
             Answer::Close(_, Some(HandshakeFailure::TooLarge))

@@ -42,6 +42,7 @@ pub mod conn;
 pub mod error;
 mod files;
 pub mod handshake;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod keys;

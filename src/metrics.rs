@@ -113,7 +113,7 @@ impl Limit {
         }
     }
 
-    const ALL: [Self; 12] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::MessageSize,
         Self::SendQueue,
         Self::MemoryBudget,
@@ -149,7 +149,7 @@ impl Limit {
 
 /// Upper bounds, in seconds, of the relay latency histogram's buckets: from a few
 /// microseconds (an idle server) to a second (a server far behind).
-const LATENCY_BUCKETS: [f64; 16] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 16] = [
     5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
     0.25, 1.0,
 ];
@@ -252,6 +252,26 @@ impl Metrics {
     /// that read them to the end of its flush, which handed them to the kernel.
     pub fn on_relayed(&mut self, d: Duration, count: u64) {
         self.relay_latency.observe(d.as_secs_f64(), count);
+    }
+
+    /// Server closes so far, by reason ([`CloseReason::ALL`]).
+    pub(crate) fn server_closes(&self) -> &[u64; CloseReason::ALL.len()] {
+        &self.server_closes
+    }
+
+    /// Limit hits so far, by limit ([`Limit::ALL`]).
+    pub(crate) fn limit_hits(&self) -> &[u64; Limit::ALL.len()] {
+        &self.limit_hits
+    }
+
+    /// Failed upgrades so far, by reason.
+    pub(crate) fn handshake_failures(&self) -> &[u64] {
+        &self.handshake_failures
+    }
+
+    /// Relayed messages so far per latency bucket (not cumulative; the last is `+Inf`).
+    pub(crate) fn latency_counts(&self) -> &[u64; LATENCY_BUCKETS.len() + 1] {
+        &self.relay_latency.counts
     }
 
     /// The Prometheus text exposition (format 0.0.4).

@@ -207,12 +207,16 @@ fn metrics_and_status_page_are_for_allowed_clients_only() {
     });
     assert_eq!(http(&server, "GET", "/metrics").0, "HTTP/1.1 403 Forbidden");
     assert_eq!(http(&server, "GET", "/").0, "HTTP/1.1 403 Forbidden");
+    let (status, body) = http(&server, "GET", "/status.json");
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    assert!(!body.contains("samples"));
     assert_eq!(http(&server, "GET", "/health").0, "HTTP/1.1 200 OK");
 }
 
 #[test]
 fn the_status_page_is_self_contained_and_names_no_key() {
-    // Proves GET / is a page with no outside asset, and neither it nor /metrics shows keys.
+    // Proves GET / is a page with no outside asset, and neither it, /metrics nor /status.json
+    // shows keys.
     let server = TestServer::start();
     let mut a = server.peer("/a-secret-room-name");
     assert!(a.join(1, &[]));
@@ -224,8 +228,95 @@ fn the_status_page_is_self_contained_and_names_no_key() {
     for outside in ["http://", "https://", "src=\"//"] {
         assert!(!answer.contains(outside), "outside asset: {outside}");
     }
+    assert!(
+        answer.contains("/status.json"),
+        "the page reads /status.json"
+    );
     assert!(!answer.contains("secret-room"));
     assert!(!scrape(&server).0.contains("secret-room"));
+    assert!(!http(&server, "GET", "/status.json")
+        .1
+        .contains("secret-room"));
+}
+
+/// `GET /status.json`, parsed.
+fn status(server: &TestServer) -> serde_json::Value {
+    let (status, body) = http(server, "GET", "/status.json");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Column `name` of the samples (`closes.4743` for a nested one), null as NaN.
+fn column(status: &serde_json::Value, name: &str) -> Vec<f64> {
+    let column = name.split('.').fold(&status["samples"], |v, part| &v[part]);
+    let values = column.as_array().unwrap_or_else(|| panic!("no {name}"));
+    values
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
+#[test]
+fn status_json_keeps_samples_that_follow_the_traffic() {
+    // Proves the history behind the status page's charts: samples come at the interval, their
+    // gauges and per-interval counts follow what happened, and every column is as long as the
+    // time column.
+    let server = TestServer::with(|c| c.status_interval = Duration::from_millis(200));
+    assert!(eventually(|| column(&status(&server), "time").len() >= 2));
+    let quiet = status(&server);
+    assert!(column(&quiet, "relayed_per_second")
+        .iter()
+        .all(|&r| r == 0.0));
+    // The test's own requests are connections while they last, one at a time.
+    assert!(column(&quiet, "connections").iter().all(|&n| n <= 1.0));
+    assert_eq!(quiet["interval_seconds"], 0.2);
+
+    let mut pair = Pair::new(&server, "/busy");
+    pair.relay(50);
+    let mut bad = server.peer("/bad");
+    bad.send_raw(vec![0xff, 0xff]);
+    assert_eq!(bad.expect_close().code, 4743);
+    assert!(
+        eventually(|| {
+            let s = status(&server);
+            column(&s, "relayed_per_second").iter().sum::<f64>() > 0.0
+                && column(&s, "closes.4743").iter().sum::<f64>() == 1.0
+        }),
+        "{}",
+        status(&server)
+    );
+    let busy = status(&server);
+    let rates = column(&busy, "relayed_per_second");
+    let relayed_in = rates.iter().position(|&r| r > 0.0).unwrap();
+    assert!(column(&busy, "connections")[relayed_in] >= 2.0);
+    assert!(column(&busy, "members")[relayed_in] >= 1.0);
+    assert!(column(&busy, "latency_p99_us")[relayed_in] > 0.0);
+    // No relay, no latency: null, not 0.
+    assert!(column(&busy, "latency_p99_us")[0].is_nan());
+    // 101 contents (the first and 50 each way) over the intervals they fell in.
+    let interval = busy["interval_seconds"].as_f64().unwrap();
+    let relayed: f64 = rates.iter().map(|r| r * interval).sum();
+    assert!((95.0..=107.0).contains(&relayed), "{relayed}");
+
+    pair.close();
+    drop(bad);
+    assert!(eventually(|| {
+        let s = status(&server);
+        column(&s, "connections").last() <= Some(&1.0)
+            && column(&s, "relayed_per_second").last() == Some(&0.0)
+    }));
+    let s = status(&server);
+    let n = column(&s, "time").len();
+    for name in [
+        "connections",
+        "groups",
+        "latency_p50_us",
+        "refusals",
+        "closes.1008",
+    ] {
+        assert_eq!(column(&s, name).len(), n, "{name}");
+    }
+    assert_eq!(s["capacity"], 360);
 }
 
 #[test]

@@ -170,6 +170,7 @@ impl Peer {
                         metrics_allowed: false,
                         origins: &crate::access::OriginPolicy::default(),
                         metrics: &String::new,
+                        status: &String::new,
                     };
                     self.conn.answer(http::answer(request.as_ref(), &ctx));
                 }

@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::conn::{Conn, Deadline, Flush, Limits, Outcome, Shed, Turn};
 use crate::error::Error;
 use crate::handshake::Request;
+use crate::history::History;
 use crate::http::{self, Answer, Refusal};
 use crate::hub::{ConnId, Effect, Hub};
 use crate::keys::Secrets;
@@ -80,6 +81,9 @@ pub(super) struct Driver {
     close_logs: Throttle<{ CloseReason::ALL.len() }>,
     pub(super) hub: Hub,
     pub(super) metrics: Metrics,
+    /// The status page's samples, and when the next one is due.
+    history: History,
+    next_sample_at: u64,
     /// Contents relayed this turn: observed into the latency histogram, with the turn's
     /// duration, once the turn's flush handed them to the kernel.
     relayed_this_turn: u64,
@@ -134,6 +138,9 @@ impl Driver {
             close_logs: Throttle::default(),
             hub: Hub::new(random_seed()).with_max_group_size(config.max_group_size),
             metrics: Metrics::default(),
+            history: History::default(),
+            // The first turn notes where the counters start.
+            next_sample_at: 0,
             relayed_this_turn: 0,
             turn_start: Instant::now(),
             turn: 0,
@@ -207,6 +214,7 @@ impl Driver {
                 self.accept();
             }
             self.expire_timers();
+            self.sample_history();
             self.flush_and_reap();
             self.observe_relays();
             self.publish();
@@ -236,6 +244,7 @@ impl Driver {
             self.timers.next_deadline(),
             self.accept_retry_at.filter(|_| self.accept_ready),
             self.stopping_until,
+            Some(self.next_sample_at),
         ];
         deadlines
             .into_iter()
@@ -303,6 +312,11 @@ impl Driver {
             metrics_allowed: self.config.metrics_allow.iter().any(|n| n.contains(client)),
             origins: &self.config.origins,
             metrics: &|| self.metrics.render(&self.gauges()),
+            status: &|| {
+                let interval = ms(self.config.status_interval.as_millis());
+                self.history
+                    .render(interval, &self.gauges(), self.config.memory_budget)
+            },
         };
         let answer = http::answer(request, &ctx);
         if let Answer::Close(_, Some(why)) = &answer {
@@ -664,6 +678,18 @@ impl Driver {
     }
 
     /// The values of the gauges, for a scrape.
+    /// Adds a sample to the status page's history when one is due; after a stall, one sample,
+    /// not a burst of overdue ones.
+    fn sample_history(&mut self) {
+        if self.now < self.next_sample_at {
+            return;
+        }
+        let interval = ms(self.config.status_interval.as_millis());
+        self.next_sample_at = self.now.saturating_add(interval);
+        let unix_ms = (self.start_time * 1000.0) as u64 + self.now;
+        self.history.record(unix_ms, &self.metrics, &self.gauges());
+    }
+
     pub(super) fn gauges(&self) -> Gauges {
         let counters = self.hub.counters();
         Gauges {

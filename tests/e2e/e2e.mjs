@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { statusPageChecks } from './status.mjs';
 
 const HOST = '198.18.0.1';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -301,6 +302,7 @@ async function main() {
     }
     await originChecks(`http://${HOST}:${web.address().port}`);
     await signedKeyChecks();
+    await statusPageChecks({ context, startSigver, check, assert, needs, log, host: HOST });
   } finally {
     await context.close();
     ws.child.kill();
