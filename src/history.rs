@@ -340,4 +340,31 @@ mod tests {
         assert_eq!(s["limit_hits"]["rate_limit"], serde_json::json!([0, 0]));
         assert_eq!(s["closes"].as_object().unwrap().len(), CLOSE_CODES.len());
     }
+
+    #[test]
+    fn a_full_ring_of_busy_samples_stays_small() {
+        let mut m = Metrics::default();
+        let mut h = History::default();
+        for i in 0..=CAPACITY as u64 {
+            m.on_relayed(Duration::from_micros(i * 7), 1000);
+            m.on_server_close(CloseReason::Heartbeat);
+            let g = Gauges {
+                connections: 12_345,
+                groups: 2345,
+                members: 3456,
+                buffered_bytes: 1_234_567,
+                relayed_messages: i * 123_456,
+                ..Gauges::default()
+            };
+            h.record(1_733_353_179_123 + i * 10_000, &m, &g);
+        }
+        let json = h.render(10_000, &Gauges::default(), 1 << 28);
+        assert!(json.len() < 48 * 1024, "{} bytes", json.len());
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v["samples"]["latency_p99_us"].as_array().unwrap().len(),
+            CAPACITY
+        );
+        assert_eq!(v["samples"]["closes"]["4742"][CAPACITY - 1], 1);
+    }
 }
