@@ -81,6 +81,8 @@ Options:
   -k, --key <file>               TLS private key (PEM); with --cert, serves wss://
   -c, --cert <file>              TLS certificate chain (PEM)
   -a, --ca <file>                intermediate certificates (PEM), appended to the chain
+      --no-tls-resumption        every TLS connection pays a full handshake (default:
+                                 sessions resume with tickets, keys rotated every 6 h)
       --heartbeat-interval <ms>  time between heartbeats, at most 3600000 (default: 5000)
       --key-secret <file>        only keys signed with a secret of this file (one a line)
                                  may join; others are closed with 4741
@@ -256,6 +258,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     }
     config.origins.require = args.contains("--require-origin");
     config.proxy_protocol = args.contains("--proxy-protocol");
+    config.tls_resumption = !args.contains("--no-tls-resumption");
     let format = "--log-format";
     let log_format =
         value(&mut args, format, format, |s| LogFormat::parse(&s))?.unwrap_or_default();
@@ -444,6 +447,8 @@ mod tests {
         let c = run(&[]).unwrap();
         assert_eq!(c.addr, "0.0.0.0:8000".parse().unwrap());
         assert_eq!(c.heartbeat_interval, Duration::from_millis(5000));
+        assert!(c.tls_resumption);
+        assert!(!run(&["--no-tls-resumption"]).unwrap().tls_resumption);
     }
 
     #[test]

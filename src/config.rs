@@ -68,6 +68,11 @@ pub struct Config {
     /// Time between two samples of the status page's history (`/status.json`, which keeps
     /// the last [`crate::history::CAPACITY`]).
     pub status_interval: Duration,
+    /// With TLS: resume sessions with stateless tickets (see [`crate::tickets`]), as browsers
+    /// expect; off, every connection pays a full handshake.
+    pub tls_resumption: bool,
+    /// How often the ticket keys change; a ticket opens for at most two of these.
+    pub tls_ticket_rotation: Duration,
     /// Serve the listening sockets handed over by systemd (`LISTEN_FDS`, `LISTEN_PID`) when
     /// there are any, instead of binding `addr`. For the binary.
     pub socket_activation: bool,
@@ -99,6 +104,8 @@ impl Default for Config {
             handle_signals: false,
             metrics_allow: IpNet::loopback(),
             status_interval: Duration::from_millis(10_000),
+            tls_resumption: true,
+            tls_ticket_rotation: Duration::from_secs(6 * 3600),
             socket_activation: false,
             key_secret: None,
         }

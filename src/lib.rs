@@ -53,6 +53,7 @@ pub mod proto;
 pub mod proxy;
 pub mod server;
 pub mod throttle;
+pub mod tickets;
 pub mod timer;
 pub mod tls;
 pub mod transport;

@@ -182,6 +182,8 @@ pub struct Metrics {
     client_closes: u64,
     handshake_failures: [u64; HandshakeFailure::ALL.len()],
     limit_hits: [u64; Limit::ALL.len()],
+    /// TLS handshakes completed: full, resumed.
+    tls_handshakes: [u64; 2],
     relay_latency: Histogram,
 }
 
@@ -241,6 +243,11 @@ impl Metrics {
     pub fn on_handshake_failure(&mut self, why: HandshakeFailure) {
         // ALL lists the variants in declaration order: the discriminant is the index.
         self.handshake_failures[why as usize] += 1;
+    }
+
+    /// A TLS handshake completed, resuming a session or not.
+    pub fn on_tls_handshake(&mut self, resumed: bool) {
+        self.tls_handshakes[usize::from(resumed)] += 1;
     }
 
     /// A connection ran into a limit.
@@ -390,6 +397,10 @@ impl Metrics {
                 "sigver_limit_hits_total{{limit=\"{}\"}} {n}",
                 limit.label()
             );
+        }
+        out.push_str("# HELP sigver_tls_handshakes_total TLS handshakes of connections that sent a request, by kind: full, or resumed from a session ticket.\n# TYPE sigver_tls_handshakes_total counter\n");
+        for (kind, n) in ["full", "resumed"].iter().zip(self.tls_handshakes) {
+            let _ = writeln!(out, "sigver_tls_handshakes_total{{kind=\"{kind}\"}} {n}");
         }
         out.push_str("# HELP sigver_relay_latency_seconds Time a relayed message spends in the server, from the start of the loop turn that read it to the end of that turn's flush.\n# TYPE sigver_relay_latency_seconds histogram\n");
         let mut cumulative = 0;

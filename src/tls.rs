@@ -9,6 +9,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
+use crate::tickets::TicketKeys;
+
 /// Where the TLS key and certificates are read from (and read again on reload).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -45,7 +47,10 @@ fn fail(path: &Path, problem: impl Into<String>) -> TlsError {
 }
 
 /// Reads the files and builds the server configuration: TLS 1.2 and 1.3, ALPN `http/1.1`.
-pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn load(
+    files: &TlsFiles,
+    tickets: Option<&Arc<TicketKeys>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut chain = read_certs(&files.cert)?;
     if let Some(ca) = &files.ca {
         chain.extend(read_certs(ca)?);
@@ -70,6 +75,10 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             e => fail(&files.key, e.to_string()),
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    match tickets {
+        Some(keys) => keys.apply(&mut config),
+        None => crate::tickets::disable(&mut config),
+    }
     Ok(Arc::new(config))
 }
 

@@ -623,3 +623,115 @@ fn a_proxy_protocol_header_comes_before_the_tls_handshake() {
     assert!(!join(&mut joiner, 2));
     relay_both_ways(&mut member, &mut joiner);
 }
+
+/// How the handshake of `ws` went: full, or resumed from a ticket.
+fn handshake_kind(ws: &TlsWs) -> rustls::HandshakeKind {
+    ws.get_ref().conn.handshake_kind().expect("handshake done")
+}
+
+/// Opens a peer that founds the group `path` and reads its answer, which also brings the
+/// session ticket the server sends after the handshake; returns how the handshake went.
+fn founder(addr: SocketAddr, config: &Arc<ClientConfig>, path: &str) -> rustls::HandshakeKind {
+    let (mut ws, _) = connect(addr, config, path);
+    assert!(join(&mut ws, 1));
+    handshake_kind(&ws)
+}
+
+/// `GET path` over TLS: the body.
+fn https_get(addr: SocketAddr, config: &Arc<ClientConfig>, path: &str) -> String {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(Arc::clone(config), name).unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_reconnecting_client_resumes_its_session_with_a_ticket() {
+    // Proves session tickets: a client's second connection resumes the first one's session
+    // (and relays as any other), a client without a ticket pays a full handshake, and
+    // /metrics counts both kinds.
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = Pki::new();
+    let server = tls_server(write_files(&temp_dir(), &pki, &pki.leaf()));
+    let client = pki.client_config();
+    let (mut member, _) = connect(server.addr, &client, "/again");
+    assert!(join(&mut member, 1));
+    assert_eq!(handshake_kind(&member), Full);
+    let (mut joiner, _) = connect(server.addr, &client, "/again");
+    assert_eq!(handshake_kind(&joiner), Resumed);
+    assert!(!join(&mut joiner, 2));
+    relay_both_ways(&mut member, &mut joiner);
+    assert_eq!(founder(server.addr, &client, "/again2"), Resumed);
+    let stranger = pki.client_config();
+    assert_eq!(founder(server.addr, &stranger, "/other"), Full);
+    let metrics = https_get(server.addr, &client, "/metrics");
+    assert!(
+        metrics.contains("sigver_tls_handshakes_total{kind=\"full\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sigver_tls_handshakes_total{kind=\"resumed\"} 3\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn tickets_open_for_one_key_rotation_not_two_nor_after_a_reload() {
+    // Proves the ticket keys: a ticket still opens after one rotation (the previous keys are
+    // kept) and no longer after two; a reload of the TLS files makes new keys, so that every
+    // client meets the reloaded certificate.
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = Pki::new();
+    let files = write_files(&temp_dir(), &pki, &pki.leaf());
+    // Long enough that a slow step (a loaded CI machine) cannot cross a rotation unseen.
+    let rotation = Duration::from_secs(3);
+    let server = TestServer::with(|c| {
+        c.tls = Some(files);
+        c.tls_ticket_rotation = rotation;
+    });
+    let started = std::time::Instant::now();
+    let early = pki.client_config();
+    assert_eq!(founder(server.addr, &early, "/r1"), Full);
+    assert_eq!(founder(server.addr, &early, "/r2"), Resumed);
+    // Rotations come at 3 s, 6 s, 9 s... after the start. Between the first and the second:
+    std::thread::sleep((rotation + rotation / 2).saturating_sub(started.elapsed()));
+    let late = pki.client_config();
+    assert_eq!(founder(server.addr, &late, "/r3"), Full);
+    // The ticket of before the first rotation (early's, made under the keys now previous).
+    assert_eq!(
+        founder(server.addr, &early, "/r4"),
+        Resumed,
+        "after one rotation"
+    );
+    // After two more rotations, late's ticket (made under the keys now two rotations old).
+    std::thread::sleep((rotation * 3 + rotation / 2).saturating_sub(started.elapsed()));
+    assert_eq!(
+        founder(server.addr, &late, "/r5"),
+        Full,
+        "after two rotations"
+    );
+    assert_eq!(founder(server.addr, &late, "/r6"), Resumed);
+    server.reload_tls();
+    assert_eq!(founder(server.addr, &late, "/r7"), Full, "after a reload");
+}
+
+#[test]
+fn without_resumption_every_handshake_is_full() {
+    // Proves --no-tls-resumption: no ticket, no session cache.
+    use rustls::HandshakeKind::Full;
+    let pki = Pki::new();
+    let files = write_files(&temp_dir(), &pki, &pki.leaf());
+    let server = TestServer::with(|c| {
+        c.tls = Some(files);
+        c.tls_resumption = false;
+    });
+    let client = pki.client_config();
+    for path in ["/n1", "/n2", "/n3"] {
+        assert_eq!(founder(server.addr, &client, path), Full);
+    }
+}

@@ -302,6 +302,11 @@ impl Conn {
         )
     }
 
+    /// For TLS, whether its handshake resumed a session; `None` for plain TCP.
+    pub fn tls_resumed(&self) -> Option<bool> {
+        self.transport.tls_resumed()
+    }
+
     /// The TCP socket, for the poll's registration.
     pub fn socket(&mut self) -> &mut TcpStream {
         self.transport.tcp()

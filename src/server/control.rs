@@ -1,12 +1,14 @@
 //! Requests from outside the loop: the waker (a [`super::Handle`]), signals, reloads of the
-//! TLS files and the key secrets, and the graceful shutdown.
+//! TLS files and the key secrets, the rotation of the session ticket keys, and the graceful
+//! shutdown.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use log::{error, info};
+use log::{debug, error, info};
 use signal_hook::consts::SIGHUP;
 
-use super::driver::Driver;
+use super::driver::{ms, Driver};
 use crate::{keys, tls};
 
 impl Driver {
@@ -50,12 +52,51 @@ impl Driver {
         let Some(files) = &self.config.tls else {
             return;
         };
-        match tls::load(files) {
+        // New ticket keys with the new certificate: a client resuming an old session would
+        // never see the certificate the operator just installed.
+        let tickets = match &self.tickets {
+            Some(keys) => match keys.renewed() {
+                Ok(keys) => Some(keys),
+                Err(e) => {
+                    return error!("TLS reload failed, keeping the previous certificate: {e}")
+                }
+            },
+            None => None,
+        };
+        match tls::load(files, tickets.as_ref()) {
             Ok(config) => {
+                self.tickets = tickets;
+                let rotation = ms(self.config.tls_ticket_rotation.as_millis());
+                self.tickets_rotate_at = self.now.saturating_add(rotation);
                 self.tls = Some(config);
                 info!("TLS certificate reloaded from {}", files.cert.display());
             }
             Err(e) => error!("TLS reload failed, keeping the previous certificate: {e}"),
+        }
+    }
+
+    /// Rotates the session ticket keys when due: new keys make tickets, the last ones still
+    /// open theirs for one more period. The TLS configuration is copied with the new keys
+    /// (connections in their handshake keep the one they started with).
+    pub(super) fn rotate_ticket_keys(&mut self) {
+        let (Some(keys), Some(config)) = (&self.tickets, &self.tls) else {
+            return;
+        };
+        if self.now < self.tickets_rotate_at {
+            return;
+        }
+        let rotation = ms(self.config.tls_ticket_rotation.as_millis());
+        self.tickets_rotate_at = self.now.saturating_add(rotation);
+        match keys.rotated() {
+            Ok(keys) => {
+                let mut config = rustls::ServerConfig::clone(config);
+                keys.apply(&mut config);
+                self.tls = Some(Arc::new(config));
+                self.tickets = Some(keys);
+                debug!("TLS session ticket keys rotated");
+            }
+            // Only the system's random source can fail here; the old keys serve on.
+            Err(e) => error!("cannot rotate the TLS session ticket keys: {e}"),
         }
     }
 

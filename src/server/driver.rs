@@ -34,6 +34,7 @@ use crate::hub::{ConnId, Effect, Hub};
 use crate::keys::Secrets;
 use crate::metrics::{Gauges, HandshakeFailure, Limit, Metrics};
 use crate::throttle::{skipped_note, Throttle};
+use crate::tickets::TicketKeys;
 use crate::timer::TimerWheel;
 
 /// Timers handled per loop turn; see `expire_timers`.
@@ -62,6 +63,9 @@ pub(super) struct Driver {
     pub(super) inherited: bool,
     pub(super) shared: Arc<Shared>,
     pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+    /// The session ticket keys, and when they rotate next (see `rotate_ticket_keys`).
+    pub(super) tickets: Option<Arc<TicketKeys>>,
+    pub(super) tickets_rotate_at: u64,
     /// With `--key-secret`: checked when a WebSocket opens, reloaded with the TLS files.
     pub(super) key_secrets: Option<Secrets>,
     pub(super) signals: Option<Signals>,
@@ -121,6 +125,8 @@ impl Driver {
             inherited: server.inherited,
             shared: server.shared,
             tls: server.tls,
+            tickets: server.tickets,
+            tickets_rotate_at: ms(config.tls_ticket_rotation.as_millis()),
             key_secrets: server.key_secrets,
             signals: server.signals,
             limits: Limits {
@@ -215,6 +221,7 @@ impl Driver {
             }
             self.expire_timers();
             self.sample_history();
+            self.rotate_ticket_keys();
             self.flush_and_reap();
             self.observe_relays();
             self.publish();
@@ -245,6 +252,7 @@ impl Driver {
             self.accept_retry_at.filter(|_| self.accept_ready),
             self.stopping_until,
             Some(self.next_sample_at),
+            self.tickets.as_ref().map(|_| self.tickets_rotate_at),
         ];
         deadlines
             .into_iter()
@@ -306,6 +314,10 @@ impl Driver {
             return;
         };
         let client = conn.client();
+        // The handshake is over by the time a request head is read.
+        if let Some(resumed) = conn.tls_resumed() {
+            self.metrics.on_tls_handshake(resumed);
+        }
         let ctx = http::Context {
             refusal,
             stopping: self.stopping_until.is_some(),

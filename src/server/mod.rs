@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::keys::{self, Secrets};
 use crate::limits;
+use crate::tickets::TicketKeys;
 use crate::tls;
 
 const WAKER: Token = Token(usize::MAX);
@@ -55,6 +56,8 @@ pub struct Server {
     waker: Arc<Waker>,
     shared: Arc<Shared>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// With TLS and resumption: the session ticket keys, kept across reloads.
+    tickets: Option<Arc<TicketKeys>>,
     /// With `--key-secret`: the secrets a key must be signed with.
     key_secrets: Option<Secrets>,
     signals: Option<Signals>,
@@ -150,8 +153,19 @@ impl Server {
         } else {
             None
         };
+        let tickets = match &config.tls {
+            Some(files) if config.tls_resumption => {
+                Some(TicketKeys::new(config.tls_ticket_rotation).map_err(|e| {
+                    Error::Tls(tls::TlsError {
+                        path: files.cert.clone(),
+                        problem: format!("cannot make session ticket keys: {e}"),
+                    })
+                })?)
+            }
+            _ => None,
+        };
         let tls = match &config.tls {
-            Some(files) => Some(tls::load(files).map_err(Error::Tls)?),
+            Some(files) => Some(tls::load(files, tickets.as_ref()).map_err(Error::Tls)?),
             None => None,
         };
         let key_secrets = match &config.key_secret {
@@ -208,6 +222,7 @@ impl Server {
             waker,
             shared: Arc::default(),
             tls,
+            tickets,
             key_secrets,
             signals,
             max_connections,

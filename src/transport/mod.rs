@@ -147,6 +147,14 @@ impl Transport {
         })
     }
 
+    /// For TLS, whether its handshake resumed a session; `None` for plain TCP.
+    pub fn tls_resumed(&self) -> Option<bool> {
+        match &self.stream {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => Some(t.resumed()),
+        }
+    }
+
     /// The TCP socket, for registration with the poll.
     pub fn tcp(&mut self) -> &mut TcpStream {
         &mut self.socket().tcp

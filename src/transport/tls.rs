@@ -91,6 +91,11 @@ impl TlsStream {
         }
     }
 
+    /// The handshake is done and resumed a session (a ticket) rather than made a new one.
+    pub(super) fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     pub(super) fn wants_write(&self) -> bool {
         self.conn.wants_write()
     }

@@ -57,6 +57,11 @@ impl TestServer {
         self.handle.shutdown();
     }
 
+    /// Asks the server to read its TLS files again, as SIGHUP does.
+    pub fn reload_tls(&self) {
+        self.handle.reload_tls();
+    }
+
     /// What the server holds now (as of its last loop turn).
     pub fn stats(&self) -> sigver::Stats {
         self.handle.stats()
