@@ -203,6 +203,11 @@ pub struct Gauges {
     /// Buffer memory the connections hold: queues, partial messages, read buffers (what the
     /// memory budget limits).
     pub buffered_bytes: usize,
+    /// The memory budget (`--memory-budget`), so an alert can compare `buffered_bytes` to it.
+    pub memory_budget: usize,
+    /// The connection limit in force (`--max-connections`, or what the open-file limit
+    /// allows), so an alert can compare `connections` to it.
+    pub max_connections: usize,
     /// Contents relayed since start (each forwarding counts once).
     pub relayed_messages: u64,
     /// Payload bytes relayed since start.
@@ -290,7 +295,7 @@ impl Metrics {
             "# HELP sigver_build_info Version of this server.\n# TYPE sigver_build_info gauge\nsigver_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
-        let gauges: [(&str, &str, f64); 9] = [
+        let gauges: [(&str, &str, f64); 11] = [
             (
                 "start_time_seconds",
                 "Start time of the server, seconds since the Unix epoch.",
@@ -321,6 +326,16 @@ impl Metrics {
                 "buffered_bytes",
                 "Buffer memory connections keep for their largest message and queue (what --memory-budget limits).",
                 g.buffered_bytes as f64,
+            ),
+            (
+                "memory_budget_bytes",
+                "The memory budget (--memory-budget) that buffered_bytes may not pass.",
+                g.memory_budget as f64,
+            ),
+            (
+                "max_connections",
+                "The connection limit in force (--max-connections, or what the open-file limit allows).",
+                g.max_connections as f64,
             ),
             (
                 "ready",
@@ -437,6 +452,22 @@ mod tests {
         assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"1\"} 4\n"));
         assert!(text.contains("sigver_relay_latency_seconds_bucket{le=\"+Inf\"} 5\n"));
         assert!(text.contains("sigver_relay_latency_seconds_count 5\n"));
+    }
+
+    #[test]
+    fn limits_are_gauges_beside_what_they_limit() {
+        // Proves the memory budget and the connection limit are exported as given.
+        let g = Gauges {
+            buffered_bytes: 1000,
+            memory_budget: 64 << 20,
+            max_connections: 48,
+            ..Gauges::default()
+        };
+        let text = Metrics::default().render(&g);
+        assert!(text.contains(
+            "# TYPE sigver_memory_budget_bytes gauge\nsigver_memory_budget_bytes 67108864\n"
+        ));
+        assert!(text.contains("# TYPE sigver_max_connections gauge\nsigver_max_connections 48\n"));
     }
 
     #[test]

@@ -711,6 +711,8 @@ impl Driver {
             bindings: self.hub.binding_count(),
             queued_bytes: self.total_queued,
             buffered_bytes: self.total_buffers,
+            memory_budget: self.config.memory_budget,
+            max_connections: self.max_connections,
             relayed_messages: counters.relayed_messages,
             relayed_bytes: counters.relayed_bytes,
             heartbeat_timeouts: counters.heartbeat_timeouts,
