@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use crate::net::{Closed, Handler, Net};
 use crate::pb::Msg;
 use crate::stats::{self, CpuMark, Errors, Json};
+use crate::svg;
 
 /// Pairs being set up at once.
 const SETUP_CONCURRENCY: usize = 64;
@@ -158,7 +159,27 @@ impl Relay {
         }
     }
 
-    /// The result line and a human summary.
+    /// What the run was, as a title: "relay closed loop, 10 pairs, window 1".
+    fn title(&self) -> String {
+        if self.o.rate > 0.0 {
+            format!(
+                "relay open loop, {} pairs, {} contents/s",
+                self.o.pairs, self.o.rate
+            )
+        } else {
+            format!(
+                "relay closed loop, {} pairs, window {}",
+                self.o.pairs, self.o.window
+            )
+        }
+    }
+
+    /// The round-trip distribution as an SVG percentile plot.
+    pub fn plot(&self) -> String {
+        svg::percentile_plot(&self.title(), "round trip", &self.hist)
+    }
+
+    /// The result (JSON) and a human summary.
     pub fn report(&self, net: &Net, completed: bool) -> (String, String) {
         let mut j = Json::default();
         j.str("mode", "relay");
@@ -190,14 +211,8 @@ impl Relay {
         let ok = completed && self.errors.count == 0 && self.ready == self.o.pairs;
         self.errors.verdict(&mut j, ok);
         let human = format!(
-            "relay {} loop, {} pairs, {}: {:.0} relayed/s, round trip {}{}{}",
-            if self.o.rate > 0.0 { "open" } else { "closed" },
-            self.o.pairs,
-            if self.o.rate > 0.0 {
-                format!("{} contents/s", self.o.rate)
-            } else {
-                format!("window {}", self.o.window)
-            },
+            "{}: {:.0} relayed/s, round trip {}{}{}",
+            self.title(),
             per_s,
             stats::latency_line(&self.hist),
             if self.unanswered > 0 {
