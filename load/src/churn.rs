@@ -204,9 +204,7 @@ impl Churn {
             j.raw("rss_series", &format!("[{}]", series.join(",")));
         }
         j.num("errors", self.errors.count as f64);
-        j.num("connect_failures", net.counters.connect_failures as f64);
-        j.num("socket_errors", net.counters.socket_errors as f64);
-        j.num("close_timeouts", net.counters.close_timeouts as f64);
+        net.counters.report(&mut j);
         let ok = completed && self.errors.count == 0 && self.failed == 0;
         self.errors.verdict(&mut j, ok);
         let memory = match (first, last, max) {

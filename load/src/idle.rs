@@ -141,8 +141,7 @@ impl Idle {
         j.num("open_at_end", self.open_at_end as f64);
         j.num("dropped", self.dropped as f64);
         j.num("errors", self.errors.count as f64);
-        j.num("connect_failures", net.counters.connect_failures as f64);
-        j.num("close_timeouts", net.counters.close_timeouts as f64);
+        net.counters.report(&mut j);
         let ok = completed
             && self.errors.count == 0
             && self.joined == self.o.conns

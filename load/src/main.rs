@@ -243,17 +243,18 @@ fn run() -> Result<bool, String> {
             }
         }
     };
-    if let (Some(mut f), Some(p)) = (svg_file, &svg_path) {
-        f.write_all(out.svg.as_bytes())
-            .map_err(|e| format!("--svg {}: {e}", p.display()))?;
-    }
+    let written = svg_file.map(|mut f| f.write_all(out.svg.as_bytes()));
+    // The result is printed even when the plot could not be written: the run is not lost.
     if json_only {
         println!("{}", out.json);
     } else {
         println!("{}", out.human);
-        if let Some(p) = &svg_path {
+        if let (Some(p), Some(Ok(()))) = (&svg_path, &written) {
             println!("latency plot: {}", p.display());
         }
+    }
+    if let (Some(p), Some(Err(e))) = (&svg_path, written) {
+        return Err(format!("--svg {}: {e}", p.display()));
     }
     Ok(out.completed && out.json.contains("\"ok\":true"))
 }

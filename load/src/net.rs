@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::pb::{self, Msg};
+use crate::stats::Json;
 use crate::transport::{Stream, Target};
 use crate::ws;
 
@@ -86,6 +87,16 @@ pub struct Counters {
     pub socket_errors: u64,
     /// Close handshakes that did not finish in time.
     pub close_timeouts: u64,
+}
+
+impl Counters {
+    /// Adds every counter to a result, under its own name (every mode reports all four).
+    pub fn report(&self, j: &mut Json) {
+        j.num("connect_failures", self.connect_failures as f64);
+        j.num("socket_errors", self.socket_errors as f64);
+        j.num("protocol_errors", self.protocol_errors as f64);
+        j.num("close_timeouts", self.close_timeouts as f64);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

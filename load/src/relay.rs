@@ -204,10 +204,7 @@ impl Relay {
             j.num("rss_kib", r as f64);
         }
         j.num("errors", self.errors.count as f64);
-        j.num("connect_failures", net.counters.connect_failures as f64);
-        j.num("socket_errors", net.counters.socket_errors as f64);
-        j.num("protocol_errors", net.counters.protocol_errors as f64);
-        j.num("close_timeouts", net.counters.close_timeouts as f64);
+        net.counters.report(&mut j);
         let ok = completed && self.errors.count == 0 && self.ready == self.o.pairs;
         self.errors.verdict(&mut j, ok);
         let human = format!(

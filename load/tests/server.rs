@@ -111,7 +111,15 @@ fn json_run(line: &str, svg: Option<&Path>) -> Value {
     assert_eq!(lines.len(), 1, "one line, one object: {stdout}");
     let v: Value = serde_json::from_str(lines[0]).expect("valid JSON");
     assert_eq!(v["ok"], Value::Bool(true), "{v}");
-    assert_eq!(v["errors"], 0, "{v}");
+    for count in [
+        "errors",
+        "connect_failures",
+        "socket_errors",
+        "protocol_errors",
+        "close_timeouts",
+    ] {
+        assert_eq!(v[count], 0, "{count} in {v}");
+    }
     v
 }
 
