@@ -326,18 +326,12 @@ impl Handler for Relay {
                 if self.cpu[0].is_none() && now >= self.warm_end {
                     self.cpu[0] = Some(CpuMark::take(self.o.pid, now));
                 }
-                if now >= self.end {
-                    self.cpu[1] = Some(CpuMark::take(self.o.pid, now));
-                    self.rss[1] = self.o.pid.and_then(stats::rss_kib);
-                    self.stage = Stage::Drain;
-                    self.drain_end = now + (self.o.drain * 1e9) as u64;
-                    return None;
-                }
                 let mut wake = if now < self.warm_end {
                     self.warm_end
                 } else {
                     self.end
                 };
+                let mut behind = false;
                 if self.o.rate > 0.0 {
                     for _ in 0..MAX_SENDS_PER_TURN {
                         let at = self.scheduled(self.next_k);
@@ -349,7 +343,19 @@ impl Handler for Relay {
                         self.send(net, pair, at);
                         self.next_k += 1;
                     }
-                    wake = wake.min(self.scheduled(self.next_k));
+                    let next = self.scheduled(self.next_k);
+                    // Every content due inside the window is sent, late if the loop fell
+                    // behind (timed from its schedule): dropping the backlog at the end would
+                    // hide that lag.
+                    behind = next <= now && next < self.end;
+                    wake = wake.min(next);
+                }
+                if now >= self.end && !behind {
+                    self.cpu[1] = Some(CpuMark::take(self.o.pid, now));
+                    self.rss[1] = self.o.pid.and_then(stats::rss_kib);
+                    self.stage = Stage::Drain;
+                    self.drain_end = now + (self.o.drain * 1e9) as u64;
+                    return None;
                 }
                 Some(wake)
             }
