@@ -5,14 +5,15 @@ one run; prints one table of medians with the ratios to the original, and draws 
     python3 benches/compare.py                 # about 10 minutes on 2 cores
     python3 benches/compare.py --reps 5 --seconds 20 --hold 30   # longer, steadier
 
-It builds ours in release (`cargo build --release`, `cargo bench --bench load --no-run`),
+It builds ours and the load tool in release (`cargo build --release -p sigver -p sigver-load`),
 installs the original with `npm install sigver@20.1.0` into a temporary folder (or uses
 --orig-dir), and for each scenario and repetition starts a fresh server of each kind on a free
 loopback port (the order alternates: ours first on even repetitions, the original first on odd
-ones), runs the load generator against it with --pid, and stops it. Every server it starts is
-killed before it exits. Results: a Markdown table on stdout and in OUT/results.md, every raw
-result in OUT/results.json, the plot in OUT/latency.svg (OUT defaults to benches/results).
-Needs only Python 3.9+, cargo, node and npm.
+ones), runs the load tool (target/release/sigver-load) against it with --pid and --json, and
+stops it. Every server it starts is killed before it exits. Results: a Markdown table on stdout
+and in OUT/results.md, every raw result in OUT/results.json, the plot in OUT/latency.svg (OUT
+defaults to benches/results).
+Needs only Python 3.9+, cargo, node and npm; `--servers ours` runs ours alone, without node.
 """
 
 import argparse
@@ -93,25 +94,14 @@ def free_port():
 
 
 def build():
-    log("building ours (release) and the load generator")
-    sh(["cargo", "build", "--release", "--bin", "sigver"], cwd=ROOT)
-    out = sh(
-        ["cargo", "bench", "--bench", "load", "--no-run", "--message-format=json"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-    ).stdout
-    exe = None
-    for line in out.splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "load":
-            exe = msg.get("executable") or exe
-    if not exe:
-        sys.exit("compare: cannot find the load generator executable")
-    sh([exe, "selftest"], stdout=subprocess.DEVNULL)
-    return os.path.join(ROOT, "target", "release", "sigver"), exe
+    log("building ours and the load tool (release)")
+    sh(["cargo", "build", "--release", "-p", "sigver", "-p", "sigver-load"], cwd=ROOT)
+    meta = sh(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=ROOT,
+              stdout=subprocess.PIPE).stdout
+    release = os.path.join(json.loads(meta)["target_directory"], "release")
+    ours, load = os.path.join(release, "sigver"), os.path.join(release, "sigver-load")
+    sh([load, "selftest"], stdout=subprocess.DEVNULL)
+    return ours, load
 
 
 def install_original(orig_dir):
@@ -196,9 +186,10 @@ def run_load(exe, server, args, limit):
         out = subprocess.run(cmd, text=True, capture_output=True, timeout=limit)
     except subprocess.TimeoutExpired:
         return {"ok": False, "first_error": "load generator timed out"}
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+    # --json: the result is one JSON object on one line of stdout.
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
     return {"ok": False, "first_error": (out.stderr or out.stdout).strip()[-300:]}
 
 
@@ -594,6 +585,8 @@ def main():
                     help="run the servers and the load generator under `nice -n N` (as root, a "
                          "negative N shields them from other processes, at those processes' cost) [0]")
     ap.add_argument("--only", help="comma-separated scenarios to run (default: all)")
+    ap.add_argument("--servers", default="ours,original",
+                    help="comma-separated servers to run: ours, original [ours,original]")
     ap.add_argument("--orig-dir", help="folder holding (or to receive) the npm install of the original")
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "results"), help="output folder")
     ap.add_argument("--summarize", metavar="RESULTS_JSON",
@@ -602,15 +595,21 @@ def main():
     if args.summarize:
         return resummarize(args.summarize, args.out)
 
+    servers = [s for s in SERVERS if s in args.servers.split(",")]
+    if not servers or set(args.servers.split(",")) - set(SERVERS):
+        ap.error(f"--servers {args.servers}: name ours, original or both")
     ours_bin, load = build()
-    orig_js, orig_version = install_original(args.orig_dir)
-    node_version = sh(["node", "--version"], stdout=subprocess.PIPE).stdout.strip()
-    info = machine(node_version, orig_version)
     prefix = ["nice", "-n", str(args.nice)] if args.nice else []
-    commands = {
-        "ours": prefix + [ours_bin] + bench_flags(ours_bin),
-        "original": prefix + ["node", orig_js],
-    }
+    commands = {"ours": prefix + [ours_bin] + bench_flags(ours_bin)}
+    if "original" in servers:
+        orig_js, orig_version = install_original(args.orig_dir)
+        node_version = sh(["node", "--version"], stdout=subprocess.PIPE).stdout.strip()
+        commands["original"] = prefix + ["node", orig_js]
+    else:
+        orig_version, node_version = None, "not run"
+    info = machine(node_version, orig_version)
+    if orig_version is None:
+        info["original"] = "not run"
     load = prefix + [load]
     stripped = os.path.join(tempfile.mkdtemp(prefix="sigver-strip-"), "sigver")
     shutil.copy(ours_bin, stripped)
@@ -620,7 +619,7 @@ def main():
 
     wanted = set(args.only.split(",")) if args.only else None
     runs = {}
-    startups = {s: [] for s in SERVERS}
+    startups = {s: [] for s in SERVERS}  # a server not run keeps an empty list
     started = time.time()
     for name, title, base in SCENARIOS:
         if wanted and name not in wanted:
@@ -635,7 +634,7 @@ def main():
         else:
             extra = ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
         for rep in range(reps):
-            order = SERVERS if rep % 2 == 0 else SERVERS[::-1]
+            order = servers if rep % 2 == 0 else servers[::-1]
             for server in order:
                 srv = Server(commands[server])
                 startups[server].append(srv.startup_ms)

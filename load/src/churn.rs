@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use crate::net::{Closed, Handler, Net};
 use crate::pb::Msg;
 use crate::stats::{self, CpuMark, Errors, Json};
+use crate::svg;
 
 /// Tags at or above this are long-lived members.
 const MEMBER_TAG: usize = 1 << 40;
@@ -144,7 +145,22 @@ impl Churn {
         self.stage == Stage::Run && now < self.end && self.next_number < self.o.max_sessions
     }
 
-    /// The result line and a human summary.
+    /// What the run was, as a title: "churn, 32 at once, 100 long-lived members".
+    fn title(&self) -> String {
+        let members = if self.o.members > 0 {
+            format!(", {} long-lived members", self.o.members)
+        } else {
+            String::new()
+        };
+        format!("churn, {} at once{members}", self.o.concurrency)
+    }
+
+    /// The session-time distribution as an SVG percentile plot.
+    pub fn plot(&self) -> String {
+        svg::percentile_plot(&self.title(), "session", &self.hist)
+    }
+
+    /// The result (JSON) and a human summary.
     pub fn report(&self, net: &Net, completed: bool) -> (String, String) {
         let mut j = Json::default();
         j.str("mode", "churn");
@@ -188,9 +204,7 @@ impl Churn {
             j.raw("rss_series", &format!("[{}]", series.join(",")));
         }
         j.num("errors", self.errors.count as f64);
-        j.num("connect_failures", net.counters.connect_failures as f64);
-        j.num("socket_errors", net.counters.socket_errors as f64);
-        j.num("close_timeouts", net.counters.close_timeouts as f64);
+        net.counters.report(&mut j);
         let ok = completed && self.errors.count == 0 && self.failed == 0;
         self.errors.verdict(&mut j, ok);
         let memory = match (first, last, max) {
@@ -200,13 +214,8 @@ impl Churn {
             _ => String::new(),
         };
         let human = format!(
-            "churn, {} at once{}: {:.0} sessions/s (session {}){memory}{}",
-            self.o.concurrency,
-            if self.o.members > 0 {
-                format!(", {} long-lived members", self.o.members)
-            } else {
-                String::new()
-            },
+            "{}: {:.0} sessions/s (session {}){memory}{}",
+            self.title(),
             per_s,
             stats::latency_line(&self.hist),
             self.errors.not_ok(ok, || format!(

@@ -208,3 +208,12 @@ pub fn selftest() {
         Upgrade::Refused
     );
 }
+
+#[cfg(test)]
+mod tests {
+    /// Proves that the hand-written client framing interoperates with tungstenite in both directions.
+    #[test]
+    fn matches_the_reference() {
+        super::selftest();
+    }
+}

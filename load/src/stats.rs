@@ -1,5 +1,5 @@
 //! What a run reports: latency histograms, the server's memory and CPU time read from /proc,
-//! our own CPU time, and the result line (JSON) that the comparison script reads.
+//! our own CPU time, and the result (one JSON object) that `--json` prints and scripts read.
 
 use std::fmt::Write as _;
 

@@ -266,3 +266,12 @@ pub fn selftest() {
     );
     assert_eq!(decode(&[0x12, 0x05, 0x08]), None);
 }
+
+#[cfg(test)]
+mod tests {
+    /// Proves that the hand-written messages encode and decode as the server's prost types do.
+    #[test]
+    fn matches_the_reference() {
+        super::selftest();
+    }
+}

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use crate::net::{Closed, Handler, Net};
 use crate::pb::Msg;
 use crate::stats::{self, CpuMark, Errors, Json};
+use crate::svg;
 
 /// Idle settings.
 #[derive(Debug, Clone)]
@@ -89,7 +90,16 @@ impl Idle {
         r
     }
 
-    /// The result line and a human summary.
+    /// The handshake-time distribution as an SVG percentile plot.
+    pub fn plot(&self) -> String {
+        let title = format!(
+            "idle {} connections, {} handshakes at once",
+            self.o.conns, self.o.concurrency
+        );
+        svg::percentile_plot(&title, "handshake", &self.hist)
+    }
+
+    /// The result (JSON) and a human summary.
     pub fn report(&self, net: &Net, completed: bool) -> (String, String) {
         let mut j = Json::default();
         j.str("mode", "idle");
@@ -131,8 +141,7 @@ impl Idle {
         j.num("open_at_end", self.open_at_end as f64);
         j.num("dropped", self.dropped as f64);
         j.num("errors", self.errors.count as f64);
-        j.num("connect_failures", net.counters.connect_failures as f64);
-        j.num("close_timeouts", net.counters.close_timeouts as f64);
+        net.counters.report(&mut j);
         let ok = completed
             && self.errors.count == 0
             && self.joined == self.o.conns

@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use crate::net::{Closed, Handler, Net};
 use crate::pb::Msg;
 use crate::stats::{self, CpuMark, Errors, Json};
+use crate::svg;
 
 /// Pairs being set up at once.
 const SETUP_CONCURRENCY: usize = 64;
@@ -158,7 +159,27 @@ impl Relay {
         }
     }
 
-    /// The result line and a human summary.
+    /// What the run was, as a title: "relay closed loop, 10 pairs, window 1".
+    fn title(&self) -> String {
+        if self.o.rate > 0.0 {
+            format!(
+                "relay open loop, {} pairs, {} contents/s",
+                self.o.pairs, self.o.rate
+            )
+        } else {
+            format!(
+                "relay closed loop, {} pairs, window {}",
+                self.o.pairs, self.o.window
+            )
+        }
+    }
+
+    /// The round-trip distribution as an SVG percentile plot.
+    pub fn plot(&self) -> String {
+        svg::percentile_plot(&self.title(), "round trip", &self.hist)
+    }
+
+    /// The result (JSON) and a human summary.
     pub fn report(&self, net: &Net, completed: bool) -> (String, String) {
         let mut j = Json::default();
         j.str("mode", "relay");
@@ -183,21 +204,12 @@ impl Relay {
             j.num("rss_kib", r as f64);
         }
         j.num("errors", self.errors.count as f64);
-        j.num("connect_failures", net.counters.connect_failures as f64);
-        j.num("socket_errors", net.counters.socket_errors as f64);
-        j.num("protocol_errors", net.counters.protocol_errors as f64);
-        j.num("close_timeouts", net.counters.close_timeouts as f64);
+        net.counters.report(&mut j);
         let ok = completed && self.errors.count == 0 && self.ready == self.o.pairs;
         self.errors.verdict(&mut j, ok);
         let human = format!(
-            "relay {} loop, {} pairs, {}: {:.0} relayed/s, round trip {}{}{}",
-            if self.o.rate > 0.0 { "open" } else { "closed" },
-            self.o.pairs,
-            if self.o.rate > 0.0 {
-                format!("{} contents/s", self.o.rate)
-            } else {
-                format!("window {}", self.o.window)
-            },
+            "{}: {:.0} relayed/s, round trip {}{}{}",
+            self.title(),
             per_s,
             stats::latency_line(&self.hist),
             if self.unanswered > 0 {
@@ -314,18 +326,12 @@ impl Handler for Relay {
                 if self.cpu[0].is_none() && now >= self.warm_end {
                     self.cpu[0] = Some(CpuMark::take(self.o.pid, now));
                 }
-                if now >= self.end {
-                    self.cpu[1] = Some(CpuMark::take(self.o.pid, now));
-                    self.rss[1] = self.o.pid.and_then(stats::rss_kib);
-                    self.stage = Stage::Drain;
-                    self.drain_end = now + (self.o.drain * 1e9) as u64;
-                    return None;
-                }
                 let mut wake = if now < self.warm_end {
                     self.warm_end
                 } else {
                     self.end
                 };
+                let mut behind = false;
                 if self.o.rate > 0.0 {
                     for _ in 0..MAX_SENDS_PER_TURN {
                         let at = self.scheduled(self.next_k);
@@ -337,7 +343,19 @@ impl Handler for Relay {
                         self.send(net, pair, at);
                         self.next_k += 1;
                     }
-                    wake = wake.min(self.scheduled(self.next_k));
+                    let next = self.scheduled(self.next_k);
+                    // Every content due inside the window is sent, late if the loop fell
+                    // behind (timed from its schedule): dropping the backlog at the end would
+                    // hide that lag.
+                    behind = next <= now && next < self.end;
+                    wake = wake.min(next);
+                }
+                if now >= self.end && !behind {
+                    self.cpu[1] = Some(CpuMark::take(self.o.pid, now));
+                    self.rss[1] = self.o.pid.and_then(stats::rss_kib);
+                    self.stage = Stage::Drain;
+                    self.drain_end = now + (self.o.drain * 1e9) as u64;
+                    return None;
                 }
                 Some(wake)
             }

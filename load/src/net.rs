@@ -10,16 +10,16 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::pb::{self, Msg};
+use crate::stats::Json;
+use crate::transport::{Stream, Target};
 use crate::ws;
 
 /// Bytes read from a socket per `read` call (one buffer for all connections).
@@ -89,6 +89,16 @@ pub struct Counters {
     pub close_timeouts: u64,
 }
 
+impl Counters {
+    /// Adds every counter to a result, under its own name (every mode reports all four).
+    pub fn report(&self, j: &mut Json) {
+        j.num("connect_failures", self.connect_failures as f64);
+        j.num("socket_errors", self.socket_errors as f64);
+        j.num("protocol_errors", self.protocol_errors as f64);
+        j.num("close_timeouts", self.close_timeouts as f64);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Connecting,
@@ -100,7 +110,7 @@ enum Phase {
 
 struct Conn {
     /// `None` when the connect call itself failed (no port or descriptor left).
-    sock: Option<TcpStream>,
+    sock: Option<Stream>,
     gen: u32,
     tag: usize,
     phase: Phase,
@@ -117,8 +127,7 @@ struct Conn {
 /// The connections and the poll. See the module documentation.
 pub struct Net {
     poll: Poll,
-    addr: SocketAddr,
-    host: String,
+    target: Target,
     conns: Slab<Conn>,
     next_gen: u32,
     dirty: Vec<usize>,
@@ -138,8 +147,8 @@ pub struct Net {
 }
 
 impl Net {
-    /// A client of the server at `addr`.
-    pub fn new(addr: SocketAddr) -> io::Result<Self> {
+    /// A client of the server at `target`.
+    pub fn new(target: Target) -> io::Result<Self> {
         let poll = Poll::new()?;
         // SAFETY: plain system calls with valid constant arguments.
         let timer = unsafe {
@@ -156,8 +165,7 @@ impl Net {
             .register(&mut SourceFd(&timer), TIMER, Interest::READABLE)?;
         Ok(Self {
             poll,
-            addr,
-            host: addr.to_string(),
+            target,
             conns: Slab::new(),
             next_gen: 0,
             dirty: Vec::new(),
@@ -206,7 +214,7 @@ impl Net {
         let entry = self.conns.vacant_entry();
         let c = entry.key();
         let mut failed = None;
-        let sock = match TcpStream::connect(self.addr) {
+        let sock = match Stream::connect(&self.target) {
             Ok(mut sock) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 if self
@@ -217,7 +225,6 @@ impl Net {
                 {
                     failed = Some("register");
                 }
-                let _ = sock.set_nodelay(true);
                 Some(sock)
             }
             Err(_) => {
@@ -226,7 +233,7 @@ impl Net {
             }
         };
         let mut out = Vec::with_capacity(256);
-        ws::put_request(&mut out, &self.host, path);
+        ws::put_request(&mut out, &self.target.host, path);
         entry.insert(Conn {
             sock,
             gen,
@@ -378,20 +385,14 @@ impl Net {
         };
         match conn.phase {
             Phase::Dead => return,
-            Phase::Connecting => {
-                match sock.take_error() {
-                    Ok(None) => {}
-                    Ok(Some(_)) | Err(_) => return self.fail(c, "connect"),
+            Phase::Connecting => match sock.try_connected() {
+                Ok(true) => {
+                    conn.phase = Phase::Upgrading;
+                    self.mark_dirty(c);
                 }
-                match sock.peer_addr() {
-                    Ok(_) => {
-                        conn.phase = Phase::Upgrading;
-                        self.mark_dirty(c);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                    Err(_) => return self.fail(c, "connect"),
-                }
-            }
+                Ok(false) => return,
+                Err(_) => return self.fail(c, "connect"),
+            },
             _ => {
                 if writable && conn.out.len() > conn.out_pos {
                     self.mark_dirty(c);

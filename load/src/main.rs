@@ -1,14 +1,18 @@
-//! A load generator for any sigver-protocol server (ours or the original), on loopback.
+//! sigver-load: a load generator and latency benchmark for any sigver-protocol server (this
+//! crate's server or the original Node.js one), on loopback.
 //!
 //! It plays many sigver clients at once on one thread (mio, hand-written client framing, no
-//! allocation per message), stops by itself (every run is bounded in time and count), and
-//! prints one `RESULT {json}` line for scripts and one human line. See `--help`, and
-//! `benches/compare.py`, which runs every mode against both servers.
+//! allocation per message) and stops by itself (every run is bounded in time and count). It
+//! prints a human summary, or with `--json` one JSON object, and with `--svg FILE` writes the
+//! run's latency distribution as a percentile plot. See `--help`, and `benches/compare.py`,
+//! which runs every mode against both servers.
 //!
 //! # Layout
 //! - `net`: the connections, the poll loop and the `Handler` each mode implements.
+//! - `transport`: the server URL and the byte stream under a connection (plain TCP).
 //! - `ws`, `pb`: WebSocket client framing and the sigver messages, by hand.
-//! - `relay`, `idle`, `churn`: the modes; `stats`: histograms, /proc readings, JSON.
+//! - `relay`, `idle`, `churn`: the modes; `stats`: histograms, /proc readings, JSON;
+//!   `svg`: the percentile plot.
 
 mod churn;
 mod idle;
@@ -16,18 +20,23 @@ mod net;
 mod pb;
 mod relay;
 mod stats;
+mod svg;
+mod transport;
 mod ws;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::fs::File;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use net::{now_ns, Handler, Net};
+use transport::Target;
 
 const HELP: &str = "\
-load: plays many sigver clients against a sigver-protocol server on loopback.
+sigver-load: plays many sigver clients against a sigver-protocol server on loopback.
 
 USAGE:
-  cargo bench --bench load -- MODE --url ws://127.0.0.1:PORT [options]
+  sigver-load MODE --url ws://127.0.0.1:PORT [options]
+  cargo run --release -p sigver-load -- MODE --url ws://127.0.0.1:PORT [options]
 
 MODES:
   relay      P member/joiner pairs relaying contents; messages relayed per second
@@ -36,7 +45,8 @@ MODES:
              and the server's RSS per connection (with --pid)
   churn      sessions: connect, join, one offer, one answer, leave; sessions per
              second (with --members K: K long-lived members, joiners churn)
-  selftest   checks the client's framing and messages against the server crate's
+  selftest   checks the client's framing and messages against tungstenite and the
+             server crate's prost types
 
 COMMON OPTIONS:
   --url URL          ws://HOST:PORT of the server; HOST must be a loopback address
@@ -44,7 +54,9 @@ COMMON OPTIONS:
   --seconds S        measured time [relay 10, churn 10]
   --warmup S         unmeasured time before it [1]
   --tag TEXT         prefix of the group keys [a per-run nonce]
-  --json             print only the RESULT line
+  --json             print the result as one JSON object (and nothing else) on stdout
+  --svg FILE         write the latency distribution (round trips, handshakes or
+                     sessions) as an SVG percentile plot with p50, p99 and p99.9 marked
 
 RELAY:
   --pairs P          member/joiner pairs, each on its own key [10]
@@ -64,6 +76,10 @@ CHURN:
   --members K        long-lived members; 0 = each session founds its own group [0]
   --bytes B          offer size [200]
   --max-sessions M   stop starting sessions after M [10000000]
+
+EXIT STATUS:
+  0 the run completed without errors, 1 it did not (see \"ok\" and \"first_error\"),
+  2 bad arguments or a failure to start
 ";
 
 /// Hard caps, so that a typo cannot start an unbounded run.
@@ -75,28 +91,10 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("load: {e}");
+            eprintln!("sigver-load: {e}");
             ExitCode::from(2)
         }
     }
-}
-
-fn parse_url(url: &str) -> Result<SocketAddr, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("--url {url}: only ws:// URLs are supported"))?;
-    let hostport = rest.trim_end_matches('/');
-    let addr = hostport
-        .to_socket_addrs()
-        .map_err(|e| format!("--url {url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--url {url}: no address"))?;
-    if !addr.ip().is_loopback() {
-        return Err(format!(
-            "--url {url}: load goes to loopback addresses only (127.0.0.0/8, ::1)"
-        ));
-    }
-    Ok(addr)
 }
 
 fn seconds(v: f64, name: &str) -> Result<f64, String> {
@@ -115,10 +113,16 @@ fn count(v: usize, name: &str, max: usize) -> Result<usize, String> {
     }
 }
 
+/// What a finished run hands back: the JSON result, the human summary, the plot.
+struct Outcome {
+    json: String,
+    human: String,
+    svg: String,
+    completed: bool,
+}
+
 fn run() -> Result<bool, String> {
     let mut args = pico_args::Arguments::from_env();
-    // `cargo bench` passes --bench to every bench target.
-    let _ = args.contains("--bench");
     if args.contains(["-h", "--help"]) {
         print!("{HELP}");
         return Ok(true);
@@ -134,11 +138,12 @@ fn run() -> Result<bool, String> {
     }
     let e = |e: pico_args::Error| e.to_string();
     let url: String = args.value_from_str("--url").map_err(e)?;
-    let addr = parse_url(&url)?;
+    let target = Target::parse(&url)?;
     let pid: Option<u32> = args.opt_value_from_str("--pid").map_err(e)?;
     let warmup = seconds(opt(&mut args, "--warmup", 1.0)?, "--warmup")?;
     let secs = seconds(opt(&mut args, "--seconds", 10.0)?, "--seconds")?;
     let json_only = args.contains("--json");
+    let svg_path: Option<std::path::PathBuf> = args.opt_value_from_str("--svg").map_err(e)?;
     let prefix: String = args
         .opt_value_from_str("--tag")
         .map_err(e)?
@@ -191,37 +196,67 @@ fn run() -> Result<bool, String> {
     if !rest.is_empty() {
         return Err(format!("unknown arguments: {rest:?}"));
     }
-    let mut net = Net::new(addr).map_err(|e| format!("cannot start the poll: {e}"))?;
+    // Opened before the run, so that a path that cannot be written fails in a second, not
+    // after the whole run.
+    let svg_file = match &svg_path {
+        Some(p) => Some(File::create(p).map_err(|e| format!("--svg {}: {e}", p.display()))?),
+        None => None,
+    };
+    let mut net = Net::new(target).map_err(|e| format!("cannot start the poll: {e}"))?;
     // Setting up (connecting, joining) may take this long on top of the measured time.
     let setup = 60.0;
-    let (result, human, completed) = match mode {
+    let out = match mode {
         Mode::Relay(o) => {
             let limit = setup + o.warmup + o.seconds + o.drain + 10.0;
             let mut h = relay::Relay::new(o);
             let completed = drive(&mut net, &mut h, limit)?;
-            let (r, m) = h.report(&net, completed);
-            (r, m, completed)
+            let (json, human) = h.report(&net, completed);
+            Outcome {
+                json,
+                human,
+                svg: h.plot(),
+                completed,
+            }
         }
         Mode::Idle(o) => {
             let limit = setup + o.hold + 15.0;
             let mut h = idle::Idle::new(o);
             let completed = drive(&mut net, &mut h, limit)?;
-            let (r, m) = h.report(&net, completed);
-            (r, m, completed)
+            let (json, human) = h.report(&net, completed);
+            Outcome {
+                json,
+                human,
+                svg: h.plot(),
+                completed,
+            }
         }
         Mode::Churn(o) => {
             let limit = setup + o.warmup + o.seconds + 20.0;
             let mut h = churn::Churn::new(o);
             let completed = drive(&mut net, &mut h, limit)?;
-            let (r, m) = h.report(&net, completed);
-            (r, m, completed)
+            let (json, human) = h.report(&net, completed);
+            Outcome {
+                json,
+                human,
+                svg: h.plot(),
+                completed,
+            }
         }
     };
-    println!("RESULT {result}");
-    if !json_only {
-        println!("{human}");
+    let written = svg_file.map(|mut f| f.write_all(out.svg.as_bytes()));
+    // The result is printed even when the plot could not be written: the run is not lost.
+    if json_only {
+        println!("{}", out.json);
+    } else {
+        println!("{}", out.human);
+        if let (Some(p), Some(Ok(()))) = (&svg_path, &written) {
+            println!("latency plot: {}", p.display());
+        }
     }
-    Ok(completed && result.contains("\"ok\":true"))
+    if let (Some(p), Some(Err(e))) = (&svg_path, written) {
+        return Err(format!("--svg {}: {e}", p.display()));
+    }
+    Ok(out.completed && out.json.contains("\"ok\":true"))
 }
 
 fn opt<T: std::str::FromStr>(
