@@ -1,5 +1,5 @@
 //! sigver-load: a load generator and latency benchmark for any sigver-protocol server (this
-//! crate's server or the original Node.js one), on loopback.
+//! crate's server or the original Node.js one), on loopback unless told otherwise.
 //!
 //! It plays many sigver clients at once on one thread (mio, hand-written client framing, no
 //! allocation per message) and stops by itself (every run is bounded in time and count). It
@@ -32,7 +32,7 @@ use net::{now_ns, Handler, Net};
 use transport::Target;
 
 const HELP: &str = "\
-sigver-load: plays many sigver clients against a sigver-protocol server on loopback.
+sigver-load: plays many sigver clients against a sigver-protocol server.
 
 USAGE:
   sigver-load MODE --url ws://127.0.0.1:PORT [options]
@@ -49,7 +49,9 @@ MODES:
              server crate's prost types
 
 COMMON OPTIONS:
-  --url URL          ws://HOST:PORT of the server; HOST must be a loopback address
+  --url URL          ws://HOST:PORT of the server
+  --remote           allow a HOST that is not a loopback address (only ever a
+                     server of yours: the load is what an attack would send)
   --pid PID          the server's process id: RSS and CPU time are read from /proc
   --seconds S        measured time [relay 10, churn 10]
   --warmup S         unmeasured time before it [1]
@@ -138,7 +140,7 @@ fn run() -> Result<bool, String> {
     }
     let e = |e: pico_args::Error| e.to_string();
     let url: String = args.value_from_str("--url").map_err(e)?;
-    let target = Target::parse(&url)?;
+    let target = Target::parse(&url, args.contains("--remote"))?;
     let pid: Option<u32> = args.opt_value_from_str("--pid").map_err(e)?;
     let warmup = seconds(opt(&mut args, "--warmup", 1.0)?, "--warmup")?;
     let secs = seconds(opt(&mut args, "--seconds", 10.0)?, "--seconds")?;

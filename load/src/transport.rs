@@ -19,9 +19,10 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `ws://HOST:PORT[/]`. Only loopback addresses are accepted: the tool is meant to
-    /// measure a server on the same machine, not to load someone else's.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    /// Parses `ws://HOST:PORT[/]`. Other than loopback addresses need `remote`: the load is
+    /// an attack on a server that is not the user's own, so pointing it elsewhere must be a
+    /// choice, not a typo.
+    pub fn parse(url: &str, remote: bool) -> Result<Self, String> {
         let rest = url
             .strip_prefix("ws://")
             .ok_or_else(|| format!("--url {url}: only ws:// URLs are supported"))?;
@@ -31,9 +32,10 @@ impl Target {
             .map_err(|e| format!("--url {url}: {e}"))?
             .next()
             .ok_or_else(|| format!("--url {url}: no address"))?;
-        if !addr.ip().is_loopback() {
+        if !addr.ip().is_loopback() && !remote {
             return Err(format!(
-                "--url {url}: load goes to loopback addresses only (127.0.0.0/8, ::1)"
+                "--url {url}: not a loopback address; add --remote to load a server of yours \
+                 on another host"
             ));
         }
         Ok(Self {

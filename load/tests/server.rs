@@ -341,12 +341,17 @@ fn no_server_is_a_failure() {
     assert!(num(&v, "connect_failures") >= 1.0, "{v}");
 }
 
-/// Bad arguments exit with 2 before any load: a remote address, an unwritable plot.
+/// Bad arguments exit with 2 before any load: a remote address without --remote, an
+/// unwritable plot.
 #[test]
 fn usage_errors() {
     let out = tool("relay --url ws://192.0.2.1:8000", None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a loopback address; add --remote"),
+        "{stderr}"
+    );
     let bad = Path::new("/nonexistent-dir/plot.svg");
     let out = tool("relay --url ws://127.0.0.1:9", Some(bad));
     assert_eq!(out.status.code(), Some(2));
