@@ -735,3 +735,59 @@ fn without_resumption_every_handshake_is_full() {
         assert_eq!(founder(server.addr, &client, path), Full);
     }
 }
+
+#[test]
+fn unfinished_tls_handshakes_count_against_the_memory_budget() {
+    // Proves the bytes of TLS records not yet whole are the connection's own, counted by the
+    // memory budget: 40 clients each send most of a 64 KB ClientHello and stall; past a
+    // 1 MiB budget the heaviest are dropped at once, and a pair keeps relaying.
+    let pki = Pki::new();
+    let files = write_files(&temp_dir(), &pki, &pki.leaf());
+    let server = TestServer::with(|c| {
+        c.tls = Some(files);
+        c.memory_budget = 1 << 20;
+    });
+    let client = pki.client_config();
+    let (mut member, _) = connect(server.addr, &client, "/good");
+    assert!(join(&mut member, 1));
+    let (mut joiner, _) = connect(server.addr, &client, "/good");
+    assert!(!join(&mut joiner, 2));
+    // A handshake record of 16 KiB opening a ClientHello of 0xfff0 bytes, then two more.
+    let mut hello = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xf0];
+    hello.resize(5 + 0x4000, 0);
+    for _ in 0..2 {
+        hello.extend([0x16, 0x03, 0x01, 0x40, 0x00]);
+        hello.resize(hello.len() + 0x4000, 0);
+    }
+    let mut attackers: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.write_all(&hello).unwrap();
+            s
+        })
+        .collect();
+    // Well before the handshake timeout (10 s): only the budget drops them.
+    let dropped = attackers
+        .iter_mut()
+        .map(|s| {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            match s.read(&mut [0u8; 1]) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        })
+        .filter(|&gone| gone)
+        .count();
+    assert!(dropped >= 15, "only {dropped} of 40 dropped");
+    let metrics = https_get(server.addr, &client, "/metrics");
+    let buffered: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sigver_buffered_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        buffered > 0.0 && buffered <= f64::from(1u32 << 20),
+        "{buffered}"
+    );
+    relay_both_ways(&mut member, &mut joiner);
+}

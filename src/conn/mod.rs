@@ -136,7 +136,8 @@ pub struct Held {
     /// Bytes queued for sending, not yet taken by the transport.
     pub queued: usize,
     /// Capacity of every buffer it owns: the request head, read bytes not yet parsed, the
-    /// fragments of a message so far, and the send queue.
+    /// fragments of a message so far, the send queue, and for TLS the records not yet whole
+    /// and the bytes the socket has not taken.
     pub buffers: usize,
 }
 
@@ -351,7 +352,8 @@ impl Conn {
             buffers: self.head.capacity()
                 + self.input.capacity()
                 + self.partial.as_ref().map_or(0, Vec::capacity)
-                + self.out.capacity(),
+                + self.out.capacity()
+                + self.transport.held(),
         }
     }
 
@@ -584,6 +586,7 @@ impl Conn {
     fn done(&mut self) -> Outcome {
         if !self.is_done() {
             self.transport.close_notify();
+            self.transport.release();
             self.phase = Phase::Done;
             self.head = Vec::new();
             self.input = BytesMut::new();

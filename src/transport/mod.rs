@@ -147,6 +147,22 @@ impl Transport {
         })
     }
 
+    /// Bytes the TLS layer keeps allocated (records not yet whole, bytes not yet sent,
+    /// plaintext not yet handed over); 0 for plain TCP, and for TLS between records.
+    pub fn held(&self) -> usize {
+        match &self.stream {
+            Stream::Plain(_) => 0,
+            Stream::Tls(t) => t.held(),
+        }
+    }
+
+    /// Gives up what the TLS layer keeps (the connection is over: nothing more is sent).
+    pub fn release(&mut self) {
+        if let Stream::Tls(t) = &mut self.stream {
+            t.release();
+        }
+    }
+
     /// For TLS, whether its handshake resumed a session; `None` for plain TCP.
     pub fn tls_resumed(&self) -> Option<bool> {
         match &self.stream {
