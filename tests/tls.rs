@@ -791,3 +791,21 @@ fn unfinished_tls_handshakes_count_against_the_memory_budget() {
     );
     relay_both_ways(&mut member, &mut joiner);
 }
+
+#[test]
+fn a_key_update_mid_session_keeps_the_relay_going() {
+    // Proves post-handshake messages: a client that updates its traffic keys (asking the
+    // server to update its own) keeps relaying both ways, many times over.
+    let pki = Pki::new();
+    let server = tls_server(write_files(&temp_dir(), &pki, &pki.leaf()));
+    let client = pki.client_config();
+    let (mut member, _) = connect(server.addr, &client, "/keys");
+    assert!(join(&mut member, 1));
+    let (mut joiner, _) = connect(server.addr, &client, "/keys");
+    assert!(!join(&mut joiner, 2));
+    for _ in 0..20 {
+        joiner.get_mut().conn.refresh_traffic_keys().unwrap();
+        member.get_mut().conn.refresh_traffic_keys().unwrap();
+        relay_both_ways(&mut member, &mut joiner);
+    }
+}
