@@ -84,8 +84,12 @@ compile() { # $1: Rust target
         nice cargo zigbuild --release --locked --bin sigver --target "$1"
         ;;
     *)
-        # No prebuilt standard library for these: build it (nightly, rust-src).
-        nice cargo +nightly zigbuild --release --locked --bin sigver --target "$1" \
+        # No prebuilt standard library for these: build it (nightly, rust-src). Nor the C
+        # start files rustc would link itself: zig brings musl's (link-self-contained=no).
+        local flags_var
+        flags_var=CARGO_TARGET_$(tr a-z- A-Z_ <<<"$1")_RUSTFLAGS
+        env "$flags_var=-C link-self-contained=no -A linker-messages" \
+            nice cargo +nightly zigbuild --release --locked --bin sigver --target "$1" \
             -Zbuild-std=std,panic_unwind
         ;;
     esac

@@ -138,7 +138,7 @@ fi
 # ---- Debian package, amd64
 lint() { # $1: package
     local out
-    out=$(lintian --no-tag-display-limit "$1" 2>&1)
+    out=$(lintian --tag-display-limit 0 "$1" 2>&1)
     echo "$out" | sed 's/^/    lintian: /'
     ! grep -q '^E:' <<<"$out"
 }
