@@ -167,13 +167,16 @@ elif dpkg -i "$DEB" >"$WORK/dpkg.log" 2>&1; then
     check "systemd-analyze verify accepts the installed units" verify
     check "the units are installed, not enabled" bash -c \
         "! ls /etc/systemd/system/*/sigver.* >/dev/null 2>&1"
-    # As the unit runs it: the flags of /etc/default/sigver, the socket handed over by systemd.
+    # As the unit runs it: its ExecStart line, with $SIGVER_OPTS from /etc/default/sigver, on
+    # a socket handed over by systemd.
     port=$("$PROBE" --free-port)
     printf 'SIGVER_OPTS="--max-connections-per-ip 0 --log-format json"\n' >/etc/default/sigver
     # shellcheck disable=SC1091 # written just above
     opts=$(. /etc/default/sigver && echo "$SIGVER_OPTS")
+    exec_start=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/sigver.service)
+    echo "    ExecStart=$exec_start"
     # shellcheck disable=SC2086 # the unit splits $SIGVER_OPTS into words, so must this
-    timeout 60 systemd-socket-activate -l "127.0.0.1:$port" /usr/bin/sigver $opts \
+    timeout 60 systemd-socket-activate -l "127.0.0.1:$port" ${exec_start//\$SIGVER_OPTS/$opts} \
         2>"$WORK/activated.log" &
     PIDS+=($!)
     if wait_port "$port" && pair "127.0.0.1:$port" &&
