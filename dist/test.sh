@@ -44,7 +44,6 @@ finish() {
     for c in "${CONTAINERS[@]}"; do "${PODMAN[@]}" rm -f -t 1 "$c" >/dev/null 2>&1; done
     wait 2>/dev/null
     [ "$INSTALLED" = 1 ] && dpkg -P sigver >/dev/null 2>&1
-    "${PODMAN[@]}" system reset -f >/dev/null 2>&1
     rm -rf "$WORK"
     echo "dist tests took $((SECONDS - START)) s"
     echo "dist: $PASSED passed, $FAILED failed"
