@@ -39,7 +39,10 @@ PODMAN=(podman --root "$WORK/storage" --runroot "$WORK/run" --storage-driver vfs
 PIDS=() CONTAINERS=() INSTALLED=0
 START=$SECONDS
 finish() {
+    local status=$?
     trap - EXIT INT TERM
+    # Stopped early (a signal, an unexpected error): never a pass.
+    [ "$status" -ne 0 ] && [ "$FAILED" -eq 0 ] && fail "the script stopped early (status $status)"
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for c in "${CONTAINERS[@]}"; do "${PODMAN[@]}" rm -f -t 1 "$c" >/dev/null 2>&1; done
     wait 2>/dev/null
@@ -47,7 +50,9 @@ finish() {
     rm -rf "$WORK"
     echo "dist tests took $((SECONDS - START)) s"
     echo "dist: $PASSED passed, $FAILED failed"
-    [ "$FAILED" -eq 0 ]
+    # A trap's last status is not the script's: exit explicitly.
+    [ "$FAILED" -eq 0 ] && exit 0
+    exit 1
 }
 trap finish EXIT
 trap 'exit 130' INT TERM
