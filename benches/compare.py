@@ -4,6 +4,11 @@ one run; prints one table of medians with the ratios to the original, and draws 
 
     python3 benches/compare.py                 # about 10 minutes on 2 cores
     python3 benches/compare.py --reps 5 --seconds 20 --hold 30   # longer, steadier
+    python3 benches/compare.py --ours-bin A --against-bin B --names musl,glibc   # two builds
+
+With --against-bin, the second server is another build of ours instead of the original (a
+static musl build against the glibc one, say), and the targets, set against the original,
+do not apply.
 
 It builds ours and the load tool in release (`cargo build --release -p sigver -p sigver-load`),
 installs the original with `npm install sigver@20.1.0` into a temporary folder (or uses
@@ -33,6 +38,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGINAL = "sigver@20.1.0"
 SERVERS = ("ours", "original")
+# How the table and the plot name the two servers (--names).
+NAMES = {"ours": "ours", "original": "original"}
 
 # name, title, load arguments (the script adds --url, --pid, --json and the times)
 SCENARIOS = [
@@ -93,15 +100,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def build():
-    log("building ours and the load tool (release)")
-    sh(["cargo", "build", "--release", "-p", "sigver", "-p", "sigver-load"], cwd=ROOT)
+def build(ours_bin):
+    """Builds the load tool, and ours in release unless `ours_bin` names a build."""
+    packages = ["-p", "sigver-load"] + ([] if ours_bin else ["-p", "sigver"])
+    log("building the load tool" + ("" if ours_bin else " and ours") + " (release)")
+    sh(["cargo", "build", "--release", *packages], cwd=ROOT)
     meta = sh(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=ROOT,
               stdout=subprocess.PIPE).stdout
     release = os.path.join(json.loads(meta)["target_directory"], "release")
-    ours, load = os.path.join(release, "sigver"), os.path.join(release, "sigver-load")
+    load = os.path.join(release, "sigver-load")
+    if ours_bin is None:
+        ours_bin = os.path.join(release, "sigver")
     sh([load, "selftest"], stdout=subprocess.DEVNULL)
-    return ours, load
+    return os.path.abspath(ours_bin), load
 
 
 def install_original(orig_dir):
@@ -245,8 +256,9 @@ def fmt_target(cmp, target, unit):
     return f"{op} {fmt(target, unit)}"
 
 
-def summarize(runs, startups, binary_kib):
-    """Medians per scenario and server, then one row per metric."""
+def summarize(runs, startups, binary_kib, against=False):
+    """Medians per scenario and server, then one row per metric. `against`: two builds of
+    ours, to which the targets against the original do not apply."""
     med = {}
     for (scen, server), results in runs.items():
         good = [r for r in results if r.get("ok")]
@@ -264,6 +276,8 @@ def summarize(runs, startups, binary_kib):
         }
     rows = []
     for scen, label, path, unit, cmp, target in ROWS:
+        if against and cmp.startswith("ratio"):
+            cmp, target = "info", None
         ours = med.get((scen, "ours"), {}).get(path)
         orig = med.get((scen, "original"), {}).get(path)
         ratio = ours / orig if ours is not None and orig else None
@@ -287,7 +301,8 @@ def summarize(runs, startups, binary_kib):
 def table(rows):
     titles = dict((n, t) for n, t, _ in SCENARIOS)
     titles["server"] = "server"
-    out = ["| scenario | metric | ours | original | ours / original | target | met |",
+    a, b = NAMES["ours"], NAMES["original"]
+    out = [f"| scenario | metric | {a} | {b} | {a} / {b} | target | met |",
            "| --- | --- | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else ""
@@ -522,9 +537,9 @@ def svg(rows, runs, info, path):
     H = y + 150 + 40
     legend = (f'<g font-family="sans-serif" font-size="12">'
               f'<line x1="20" y1="30" x2="50" y2="30" stroke="{COLORS["ours"]}" stroke-width="2"/>'
-              f'<text x="56" y="34">ours (Rust)</text>'
+              f'<text x="56" y="34">{esc(NAMES["ours"])} (Rust)</text>'
               f'<line x1="150" y1="30" x2="180" y2="30" stroke="{COLORS["original"]}" stroke-width="2" '
-              f'stroke-dasharray="6 3"/><text x="186" y="34">original ({esc(info["original"])}, '
+              f'stroke-dasharray="6 3"/><text x="186" y="34">{esc(NAMES["original"])} ({esc(info["original"])}, '
               f'node {esc(info["node"])})</text>'
               f'<text x="{W - 20}" y="34" text-anchor="end" fill="#555">{info["nproc"]} cores, '
               f'{esc(info["cpu"])}, Linux {esc(info["kernel"])}; medians of alternating runs</text></g>')
@@ -539,7 +554,7 @@ def svg(rows, runs, info, path):
 
 
 def write_outputs(out, info, run_args, runs, startups, binary_kib, cmdline):
-    rows = summarize(runs, startups, binary_kib)
+    rows = summarize(runs, startups, binary_kib, against=run_args.get("against_bin") is not None)
     md = table(rows)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -560,6 +575,8 @@ def write_outputs(out, info, run_args, runs, startups, binary_kib, cmdline):
 def resummarize(path, out):
     with open(path) as f:
         data = json.load(f)
+    if data["args"].get("names"):
+        NAMES["ours"], NAMES["original"] = data["args"]["names"].split(",", 1)
     runs = {}
     for key, results in data["runs"].items():
         scen, server = key.split("/")
@@ -588,6 +605,11 @@ def main():
     ap.add_argument("--servers", default="ours,original",
                     help="comma-separated servers to run: ours, original [ours,original]")
     ap.add_argument("--orig-dir", help="folder holding (or to receive) the npm install of the original")
+    ap.add_argument("--ours-bin", help="run this build of ours instead of building target/release/sigver")
+    ap.add_argument("--against-bin",
+                    help="compare with this build of ours instead of the original (no targets apply)")
+    ap.add_argument("--names", help="how the table names the two servers, e.g. musl,glibc "
+                                    "[ours,original]")
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "results"), help="output folder")
     ap.add_argument("--summarize", metavar="RESULTS_JSON",
                     help="run nothing: redo the table and the plot from a results.json")
@@ -598,18 +620,26 @@ def main():
     servers = [s for s in SERVERS if s in args.servers.split(",")]
     if not servers or set(args.servers.split(",")) - set(SERVERS):
         ap.error(f"--servers {args.servers}: name ours, original or both")
-    ours_bin, load = build()
+    if args.names:
+        NAMES["ours"], NAMES["original"] = args.names.split(",", 1)
+    elif args.against_bin:
+        NAMES["original"] = "against"
+    ours_bin, load = build(args.ours_bin)
     prefix = ["nice", "-n", str(args.nice)] if args.nice else []
     commands = {"ours": prefix + [ours_bin] + bench_flags(ours_bin)}
-    if "original" in servers:
+    if "original" not in servers:
+        info = machine("not run", None)
+        info["original"] = "not run"
+    elif args.against_bin:
+        against = os.path.abspath(args.against_bin)
+        info = machine("n/a", "n/a")
+        info["original"] = against
+        commands["original"] = prefix + [against] + bench_flags(against)
+    else:
         orig_js, orig_version = install_original(args.orig_dir)
         node_version = sh(["node", "--version"], stdout=subprocess.PIPE).stdout.strip()
+        info = machine(node_version, orig_version)
         commands["original"] = prefix + ["node", orig_js]
-    else:
-        orig_version, node_version = None, "not run"
-    info = machine(node_version, orig_version)
-    if orig_version is None:
-        info["original"] = "not run"
     load = prefix + [load]
     stripped = os.path.join(tempfile.mkdtemp(prefix="sigver-strip-"), "sigver")
     shutil.copy(ours_bin, stripped)

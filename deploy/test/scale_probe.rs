@@ -6,13 +6,17 @@
 //! instances. One line per check (`PASS ...` or `FAIL ...: why`); the script counts them.
 //!
 //! Usage: `scale-probe PROXY_ADDR INSTANCE_ADDR... [--keys N]` (prints `HOLDS i KEY` lines
-//! too), `scale-probe --status ADDR PATH` (the HTTP status of one upgrade attempt), or
+//! too), `scale-probe --status ADDR PATH` (the HTTP status of one upgrade attempt),
+//! `scale-probe --slow-reader ADDR MIB` (a reader that never reads, fed MIB MiB, while a pair
+//! keeps relaying: `dist/test.sh` runs it against the image under a memory cap), or
 //! `scale-probe --free-port`.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use sigver::proto::{Content, GroupData, Message, Type};
@@ -89,6 +93,19 @@ impl Peer {
         match self.recv()? {
             Type::Content(c) => Ok(c),
             other => Err(format!("expected content, got {other:?}")),
+        }
+    }
+
+    /// Reads everything queued for this peer until the server's close: its code, or what ended
+    /// the read.
+    fn close_code(&mut self) -> String {
+        loop {
+            match self.0.read() {
+                Ok(WsMessage::Close(Some(f))) => return u16::from(f.code).to_string(),
+                Ok(WsMessage::Close(None)) => return "close without code".into(),
+                Ok(_) => {}
+                Err(e) => return format!("open ({e})"),
+            }
         }
     }
 
@@ -250,6 +267,64 @@ fn statuses_from(src: &str, addr: &str, path: &str, n: usize) -> Probe<String> {
     Ok(statuses.join(" "))
 }
 
+/// `--slow-reader ADDR MIB`: a member that never reads, and a joiner bound to it that sends it
+/// `mib` MiB in messages of 1 MiB; when the server closes either (a limit), a new pair takes
+/// over until all is sent. Meanwhile another pair relays a round trip every 20 ms: every one
+/// must succeed, and the server must still relay afterwards.
+fn slow_reader(addr: &str, mib: usize) -> Probe<String> {
+    let addr: SocketAddr = addr.parse().map_err(|_| format!("bad address {addr}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = {
+        let stop = Arc::clone(&stop);
+        let (mut a, mut b) = meet(addr, "steady", "", "")?;
+        std::thread::spawn(move || -> Probe<(usize, Duration)> {
+            let (mut trips, mut worst) = (0, Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                b.content(0, b"ping")?;
+                let got = a.recv_content()?;
+                a.content(got.sender_id, b"pong")?;
+                b.recv_content()?;
+                worst = worst.max(t0.elapsed());
+                trips += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok((trips, worst))
+        })
+    };
+    let chunk = vec![0x5a_u8; 1 << 20];
+    let (mut sent, mut pairs, mut readers) = (0, 0, Vec::new());
+    while sent < mib {
+        let mut reader = Peer::open(addr, "/slow")?;
+        reader.join(1)?;
+        let mut feeder = Peer::open(addr, "/slow")?;
+        if feeder.join(2)? {
+            return Err("the feeder was not bound to the slow reader".into());
+        }
+        pairs += 1;
+        while sent < mib && feeder.content(0, &chunk).is_ok() {
+            sent += 1;
+        }
+        readers.push(reader);
+    }
+    // Readers only now look at what they got: the close the server sent them, if any.
+    let closes: Vec<String> = readers.into_iter().map(|mut r| r.close_code()).collect();
+    stop.store(true, Ordering::Relaxed);
+    let (trips, worst) = steady
+        .join()
+        .map_err(|_| "the relaying pair's thread panicked".to_string())?
+        .map_err(|e| format!("the relaying pair failed during the feed: {e}"))?;
+    let (after, _) =
+        meet(addr, "after", "", "").map_err(|e| format!("no relay after the feed: {e}"))?;
+    after.close();
+    Ok(format!(
+        "fed {sent} MiB through {pairs} slow reader(s), closed with [{}]; \
+         {trips} round trips of the other pair during the feed, the slowest {} ms",
+        closes.join(", "),
+        worst.as_millis()
+    ))
+}
+
 /// The main run: meet, hold and spread checks over `n_keys` keys.
 fn run(proxy: SocketAddr, instances: &[SocketAddr], n_keys: usize) -> bool {
     let (mut passed, mut failed) = (0, 0);
@@ -295,6 +370,7 @@ fn run(proxy: SocketAddr, instances: &[SocketAddr], n_keys: usize) -> bool {
 const USAGE: &str = "usage: scale-probe PROXY_ADDR INSTANCE_ADDR... [--keys N]
        scale-probe --status ADDR PATH
        scale-probe --statuses-from SRC ADDR PATH N
+       scale-probe --slow-reader ADDR MIB
        scale-probe --free-port";
 
 fn main() -> ExitCode {
@@ -305,6 +381,10 @@ fn main() -> ExitCode {
         ["--statuses-from", src, addr, path, n] => match n.parse() {
             Ok(n) => Some(statuses_from(src, addr, path, n)),
             Err(_) => Some(Err(format!("bad count {n}"))),
+        },
+        ["--slow-reader", addr, mib] => match mib.parse() {
+            Ok(mib) => Some(slow_reader(addr, mib)),
+            Err(_) => Some(Err(format!("bad size {mib}"))),
         },
         _ => None,
     };
