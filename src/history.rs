@@ -166,7 +166,9 @@ impl History {
             ("refusals", |s| f64::from(s.refusals)),
         ];
         for (name, value) in columns {
-            self.column(&mut out, name, value);
+            // Times to the millisecond: rates times intervals must give back the counts.
+            let decimals = if name == "time" { 3 } else { 1 };
+            self.column(&mut out, name, decimals, value);
             out.push(',');
         }
         out.push_str("\"closes\":{");
@@ -174,21 +176,28 @@ impl History {
             if i > 0 {
                 out.push(',');
             }
-            self.column(&mut out, &code.to_string(), |s| f64::from(s.closes[i]));
+            self.column(&mut out, &code.to_string(), 0, |s| f64::from(s.closes[i]));
         }
         out.push_str("},\"limit_hits\":{");
         for (i, limit) in Limit::ALL.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            self.column(&mut out, limit.label(), |s| f64::from(s.limits[i]));
+            self.column(&mut out, limit.label(), 0, |s| f64::from(s.limits[i]));
         }
         out.push_str("}}}\n");
         out
     }
 
-    /// Writes `"name":[v,...]`; a value that is not a number is written `null`.
-    fn column(&self, out: &mut String, name: &str, value: impl Fn(&Sample) -> f64) {
+    /// Writes `"name":[v,...]`, each value with at most `decimals` digits after the point
+    /// (none for a whole number); a value that is not a number is written `null`.
+    fn column(
+        &self,
+        out: &mut String,
+        name: &str,
+        decimals: usize,
+        value: impl Fn(&Sample) -> f64,
+    ) {
         let _ = write!(out, "\"{name}\":[");
         for (i, sample) in self.samples.iter().enumerate() {
             if i > 0 {
@@ -198,10 +207,9 @@ impl History {
             if !v.is_finite() {
                 out.push_str("null");
             } else if v.fract() == 0.0 {
-                // Whole numbers without a fraction; others to a tenth (rates, microseconds).
                 let _ = write!(out, "{v}");
             } else {
-                let _ = write!(out, "{v:.1}");
+                let _ = write!(out, "{v:.decimals$}");
             }
         }
         out.push(']');
