@@ -71,6 +71,8 @@ COMMON OPTIONS:
   --procs K          split the run over K processes (at most 64), each with its
                      share of pairs, connections or sessions and of the rate, and
                      merge their results (latency percentiles exactly) [1]
+                     (each is this program with --share I/K, which prints its
+                     result with its histogram's buckets)
   --json             print the result as one JSON object (and nothing else) on stdout
   --svg FILE         write the latency distribution (round trips, handshakes or
                      sessions) as an SVG percentile plot with p50, p99 and p99.9 marked
@@ -317,6 +319,18 @@ fn run() -> Result<bool, String> {
         let children = procs::run_children(procs, &tag)?;
         let (merged, hist) = procs::merge(&children, procs);
         let completed = merged.get("ok") == Some(&serde_json::Value::Bool(true));
+        let n = |k: &str| {
+            merged
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        let counts = net::Counters {
+            tls_full: n("tls_full_handshakes"),
+            tls_resumed: n("tls_resumed_handshakes"),
+            tls_failures: n("tls_failures"),
+            ..net::Counters::default()
+        };
         Outcome {
             human: procs::human(&merged, &hist, procs),
             svg: svg::percentile_plot(
@@ -326,28 +340,41 @@ fn run() -> Result<bool, String> {
             ),
             json: serde_json::Value::Object(merged).to_string(),
             completed,
-            counts: None,
+            counts: Some(counts),
         }
     } else {
         let mut net = Net::new(target).map_err(|e| format!("cannot start the poll: {e}"))?;
+        let child = share.is_some();
         let mut out = match mode {
             Mode::Relay(o) => {
                 let limit = SETUP + o.warmup + o.seconds + o.drain + 10.0;
-                outcome(&mut net, relay::Relay::new(o), limit, |h, n, c| {
-                    h.report(n, c)
-                })?
+                outcome(
+                    &mut net,
+                    relay::Relay::new(o),
+                    limit,
+                    |h, n, c| h.report(n, c),
+                    child,
+                )?
             }
             Mode::Idle(o) => {
                 let limit = SETUP + o.hold + 15.0;
-                outcome(&mut net, idle::Idle::new(o), limit, |h, n, c| {
-                    h.report(n, c)
-                })?
+                outcome(
+                    &mut net,
+                    idle::Idle::new(o),
+                    limit,
+                    |h, n, c| h.report(n, c),
+                    child,
+                )?
             }
             Mode::Churn(o) => {
                 let limit = SETUP + o.warmup + o.seconds + 20.0;
-                outcome(&mut net, churn::Churn::new(o), limit, |h, n, c| {
-                    h.report(n, c)
-                })?
+                outcome(
+                    &mut net,
+                    churn::Churn::new(o),
+                    limit,
+                    |h, n, c| h.report(n, c),
+                    child,
+                )?
             }
         };
         out.counts = Some(net.counters);
@@ -409,10 +436,11 @@ fn outcome<H: Report>(
     mut h: H,
     limit: f64,
     report: impl Fn(&H, &Net, bool) -> (String, String),
+    buckets: bool,
 ) -> Result<Outcome, String> {
     let completed = drive(net, &mut h, limit)?;
     let (mut json, human) = report(&h, net, completed);
-    if std::env::args().any(|a| a == "--share" || a.starts_with("--share=")) {
+    if buckets {
         json.pop();
         json.push_str(&format!(",\"hist\":{}}}", stats::buckets(h.hist())));
     }

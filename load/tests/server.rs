@@ -557,6 +557,18 @@ fn wss_insecure_and_wrong_ca() {
         None,
     );
     assert_eq!(tls_counts(&v), (2.0, 0.0), "{v}");
+    // For people, over two processes: the merged line with the TLS handshakes of both.
+    let out = tool(
+        &format!("relay --url {url} --insecure --pairs 2 --seconds 0.3 --warmup 0 --procs 2"),
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("relay over 2 processes: "), "{stdout}");
+    assert!(
+        stdout.contains("; TLS handshakes: 4 full, 0 resumed, 0 failed"),
+        "{stdout}"
+    );
 
     let other = Pki::new();
     let out = tool(
