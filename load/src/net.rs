@@ -605,7 +605,8 @@ impl Net {
     }
 
     fn flush(&mut self) {
-        for c in std::mem::take(&mut self.dirty) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &c in &dirty {
             let Some(conn) = self.conns.get_mut(c) else {
                 continue;
             };
@@ -646,6 +647,7 @@ impl Net {
                 }
             }
         }
+        keep(&mut self.dirty, dirty);
     }
 
     fn expire(&mut self) {
@@ -679,7 +681,8 @@ impl Net {
 
     fn reap<H: Handler>(&mut self, h: &mut H) {
         while !self.gone.is_empty() {
-            for c in std::mem::take(&mut self.gone) {
+            let gone = std::mem::take(&mut self.gone);
+            for &c in &gone {
                 let conn = self.conns.remove(c);
                 let how = Closed {
                     tag: conn.tag,
@@ -690,6 +693,7 @@ impl Net {
                 drop(conn);
                 h.on_closed(self, c, how);
             }
+            keep(&mut self.gone, gone);
             self.flush();
         }
     }
@@ -722,9 +726,11 @@ impl Net {
                 }
             }
             self.now = now_ns();
-            for (c, hup) in std::mem::take(&mut self.again) {
+            let again = std::mem::take(&mut self.again);
+            for &(c, hup) in &again {
                 self.read(h, c, hup);
             }
+            keep(&mut self.again, again);
             for event in events.iter() {
                 match event.token() {
                     TIMER => {
@@ -748,6 +754,14 @@ impl Net {
             self.reap(h);
         }
     }
+}
+
+/// Puts back a list taken for one pass, emptied, with what was added to `slot` meanwhile:
+/// its capacity is kept, so the loop allocates nothing per turn.
+fn keep<T>(slot: &mut Vec<T>, mut taken: Vec<T>) {
+    taken.clear();
+    taken.append(slot);
+    *slot = taken;
 }
 
 impl Drop for Net {
