@@ -160,6 +160,11 @@ impl Churn {
         svg::percentile_plot(&self.title(), "session", &self.hist)
     }
 
+    /// The run's latency histogram (merged across processes by `--procs`).
+    pub fn hist(&self) -> &Histogram<u64> {
+        &self.hist
+    }
+
     /// The result (JSON) and a human summary.
     pub fn report(&self, net: &Net, completed: bool) -> (String, String) {
         let mut j = Json::default();
@@ -205,7 +210,10 @@ impl Churn {
         }
         j.num("errors", self.errors.count as f64);
         net.counters.report(&mut j);
-        let ok = completed && self.errors.count == 0 && self.failed == 0;
+        let ok = completed
+            && self.errors.count == 0
+            && self.failed == 0
+            && net.counters.tls_failures == 0;
         self.errors.verdict(&mut j, ok);
         let memory = match (first, last, max) {
             (Some(a), Some(b), Some(m)) => {

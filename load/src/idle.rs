@@ -99,6 +99,11 @@ impl Idle {
         svg::percentile_plot(&title, "handshake", &self.hist)
     }
 
+    /// The run's latency histogram (merged across processes by `--procs`).
+    pub fn hist(&self) -> &Histogram<u64> {
+        &self.hist
+    }
+
     /// The result (JSON) and a human summary.
     pub fn report(&self, net: &Net, completed: bool) -> (String, String) {
         let mut j = Json::default();
@@ -145,7 +150,8 @@ impl Idle {
         let ok = completed
             && self.errors.count == 0
             && self.joined == self.o.conns
-            && self.open_at_end == self.o.conns;
+            && self.open_at_end == self.o.conns
+            && net.counters.tls_failures == 0;
         self.errors.verdict(&mut j, ok);
         let human = format!(
             "idle {} connections: {:.0} handshakes/s (handshake {}); server RSS {} KiB at start, \
@@ -213,7 +219,8 @@ impl Handler for Idle {
         let now = net.now;
         match self.stage {
             Stage::Connect => {
-                if self.rss_start.is_none() {
+                // Once (the CPU mark, not the RSS, which is None without --pid).
+                if self.cpu[0].is_none() {
                     self.rss_start = self.sample();
                     self.cpu[0] = Some(CpuMark::take(self.o.pid, now));
                     self.t_first = now;

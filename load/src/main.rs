@@ -9,7 +9,9 @@
 //!
 //! # Layout
 //! - `net`: the connections, the poll loop and the `Handler` each mode implements.
-//! - `transport`: the server URL and the byte stream under a connection (plain TCP).
+//! - `transport`: the server URL and the byte stream under a connection (TCP, or TLS from
+//!   `tls`: rustls over the same non-blocking socket).
+//! - `procs`: `--procs K`, the run split over K processes and their results merged.
 //! - `ws`, `pb`: WebSocket client framing and the sigver messages, by hand.
 //! - `relay`, `idle`, `churn`: the modes; `stats`: histograms, /proc readings, JSON;
 //!   `svg`: the percentile plot.
@@ -18,9 +20,11 @@ mod churn;
 mod idle;
 mod net;
 mod pb;
+mod procs;
 mod relay;
 mod stats;
 mod svg;
+mod tls;
 mod transport;
 mod ws;
 
@@ -28,14 +32,18 @@ use std::fs::File;
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use std::net::Ipv4Addr;
+
+use hdrhistogram::Histogram;
 use net::{now_ns, Handler, Net};
-use transport::Target;
+use transport::Url;
 
 const HELP: &str = "\
 sigver-load: plays many sigver clients against a sigver-protocol server.
 
 USAGE:
   sigver-load MODE --url ws://127.0.0.1:PORT [options]
+  sigver-load MODE --url wss://127.0.0.1:PORT --ca ca.pem [options]
   cargo run --release -p sigver-load -- MODE --url ws://127.0.0.1:PORT [options]
 
 MODES:
@@ -49,16 +57,33 @@ MODES:
              server crate's prost types
 
 COMMON OPTIONS:
-  --url URL          ws://HOST:PORT of the server
+  --url URL          ws://HOST:PORT or wss://HOST:PORT of the server (for wss://
+                     the certificate must name HOST, a DNS name or an IP address)
   --remote           allow a HOST that is not a loopback address (only ever a
                      server of yours: the load is what an attack would send)
   --pid PID          the server's process id: RSS and CPU time are read from /proc
   --seconds S        measured time [relay 10, churn 10]
   --warmup S         unmeasured time before it [1]
   --tag TEXT         prefix of the group keys [a per-run nonce]
+  --source-addrs N   bind connections to 127.0.0.1 .. 127.0.0.N in turn (or a
+                     list: 127.0.0.1,127.0.0.5), for more than one address's
+                     ephemeral ports; loopback servers only [the kernel's choice]
+  --procs K          split the run over K processes (at most 64), each with its
+                     share of pairs, connections or sessions and of the rate, and
+                     merge their results (latency percentiles exactly) [1]
+                     (each is this program with --share I/K, which prints its
+                     result with its histogram's buckets)
   --json             print the result as one JSON object (and nothing else) on stdout
   --svg FILE         write the latency distribution (round trips, handshakes or
                      sessions) as an SVG percentile plot with p50, p99 and p99.9 marked
+
+TLS (wss://):
+  --ca FILE          PEM certificate(s) to trust: the server's CA, or a throwaway
+                     self-made one
+  --insecure         do not verify the server's certificate (for benchmarks only:
+                     anyone in the middle could read and change the traffic)
+  --resume           keep TLS sessions and resume them on later connections (one
+                     session cache for the run); off: every handshake is full
 
 RELAY:
   --pairs P          member/joiner pairs, each on its own key [10]
@@ -121,6 +146,63 @@ struct Outcome {
     human: String,
     svg: String,
     completed: bool,
+    /// The engine's counters, when this process ran the load itself.
+    counts: Option<net::Counters>,
+}
+
+/// A run's mode and its settings.
+#[derive(Debug, Clone)]
+enum Mode {
+    Relay(relay::Opts),
+    Idle(idle::Opts),
+    Churn(churn::Opts),
+}
+
+impl Mode {
+    fn name(&self) -> &'static str {
+        match self {
+            Mode::Relay(_) => "relay",
+            Mode::Idle(_) => "idle",
+            Mode::Churn(_) => "churn",
+        }
+    }
+
+    /// What its latency histogram holds, as the plot names it.
+    fn latency_name(&self) -> &'static str {
+        match self {
+            Mode::Relay(_) => "round trip",
+            Mode::Idle(_) => "handshake",
+            Mode::Churn(_) => "session",
+        }
+    }
+}
+
+/// Process `i` of `k` takes its share of the load; an error if a share would be empty.
+fn apply_share(mode: &mut Mode, i: usize, k: usize) -> Result<(), String> {
+    let part = |total: usize, name: &str| match procs::share(total, i, k) {
+        0 => Err(format!(
+            "--procs {k}: fewer {name} ({total}) than processes"
+        )),
+        n => Ok(n),
+    };
+    match mode {
+        Mode::Relay(o) => {
+            o.pairs = part(o.pairs, "pairs")?;
+            o.rate /= k as f64;
+        }
+        Mode::Idle(o) => {
+            o.conns = part(o.conns, "connections")?;
+            o.concurrency = part(o.concurrency, "handshakes at once")?;
+        }
+        Mode::Churn(o) => {
+            o.concurrency = part(o.concurrency, "sessions at once")?;
+            if o.members > 0 {
+                o.members = part(o.members, "members")?;
+            }
+            o.max_sessions = (o.max_sessions / k as u64).max(1);
+        }
+    }
+    Ok(())
 }
 
 fn run() -> Result<bool, String> {
@@ -140,7 +222,32 @@ fn run() -> Result<bool, String> {
     }
     let e = |e: pico_args::Error| e.to_string();
     let url: String = args.value_from_str("--url").map_err(e)?;
-    let target = Target::parse(&url, args.contains("--remote"))?;
+    let url = Url::parse(&url, args.contains("--remote"))?;
+    let tls_opts = tls::TlsOpts {
+        ca: args.opt_value_from_str("--ca").map_err(e)?,
+        insecure: args.contains("--insecure"),
+        resume: args.contains("--resume"),
+    };
+    let tls_config = match (url.tls, &tls_opts) {
+        (true, o) => Some(tls::client_config(o)?),
+        (false, o) if o.ca.is_some() || o.insecure || o.resume => {
+            return Err("--ca, --insecure and --resume are for wss:// URLs".to_owned())
+        }
+        (false, _) => None,
+    };
+    let sources = match args
+        .opt_value_from_str::<_, String>("--source-addrs")
+        .map_err(e)?
+    {
+        Some(s) => source_addrs(&s)?,
+        None => Vec::new(),
+    };
+    let target = url.target(tls_config, sources)?;
+    let procs = count(opt(&mut args, "--procs", 1)?, "--procs", procs::MAX_PROCS)?;
+    let share = match args.opt_value_from_str::<_, String>("--share").map_err(e)? {
+        Some(s) => Some(procs::parse_share(&s)?),
+        None => None,
+    };
     let pid: Option<u32> = args.opt_value_from_str("--pid").map_err(e)?;
     let warmup = seconds(opt(&mut args, "--warmup", 1.0)?, "--warmup")?;
     let secs = seconds(opt(&mut args, "--seconds", 10.0)?, "--seconds")?;
@@ -150,11 +257,7 @@ fn run() -> Result<bool, String> {
         .opt_value_from_str("--tag")
         .map_err(e)?
         .unwrap_or_else(|| format!("load{:x}", now_ns() % 0xffff_ffff));
-    enum Mode {
-        Relay(relay::Opts),
-        Idle(idle::Opts),
-        Churn(churn::Opts),
-    }
+    let tag = prefix.clone();
     let mode = match mode.as_str() {
         "relay" => Mode::Relay(relay::Opts {
             pairs: count(opt(&mut args, "--pairs", 10)?, "--pairs", MAX_CONNS / 2)?,
@@ -198,59 +301,102 @@ fn run() -> Result<bool, String> {
     if !rest.is_empty() {
         return Err(format!("unknown arguments: {rest:?}"));
     }
+    let mut mode = mode;
+    match share {
+        Some((i, k)) => apply_share(&mut mode, i, k)?,
+        // Checked before any process starts: the smallest share must still be a run.
+        None if procs > 1 => apply_share(&mut mode.clone(), procs - 1, procs)?,
+        None => {}
+    }
     // Opened before the run, so that a path that cannot be written fails in a second, not
     // after the whole run.
     let svg_file = match &svg_path {
         Some(p) => Some(File::create(p).map_err(|e| format!("--svg {}: {e}", p.display()))?),
         None => None,
     };
-    let mut net = Net::new(target).map_err(|e| format!("cannot start the poll: {e}"))?;
-    // Setting up (connecting, joining) may take this long on top of the measured time.
-    let setup = 60.0;
-    let out = match mode {
-        Mode::Relay(o) => {
-            let limit = setup + o.warmup + o.seconds + o.drain + 10.0;
-            let mut h = relay::Relay::new(o);
-            let completed = drive(&mut net, &mut h, limit)?;
-            let (json, human) = h.report(&net, completed);
-            Outcome {
-                json,
-                human,
-                svg: h.plot(),
-                completed,
-            }
+    let tls = target.tls.is_some();
+    let out = if procs > 1 && share.is_none() {
+        let children = procs::run_children(procs, &tag)?;
+        let (merged, hist) = procs::merge(&children, procs);
+        let completed = merged.get("ok") == Some(&serde_json::Value::Bool(true));
+        let n = |k: &str| {
+            merged
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        let counts = net::Counters {
+            tls_full: n("tls_full_handshakes"),
+            tls_resumed: n("tls_resumed_handshakes"),
+            tls_failures: n("tls_failures"),
+            ..net::Counters::default()
+        };
+        Outcome {
+            human: procs::human(&merged, &hist, procs),
+            svg: svg::percentile_plot(
+                &format!("{} over {procs} processes", mode.name()),
+                mode.latency_name(),
+                &hist,
+            ),
+            json: serde_json::Value::Object(merged).to_string(),
+            completed,
+            counts: Some(counts),
         }
-        Mode::Idle(o) => {
-            let limit = setup + o.hold + 15.0;
-            let mut h = idle::Idle::new(o);
-            let completed = drive(&mut net, &mut h, limit)?;
-            let (json, human) = h.report(&net, completed);
-            Outcome {
-                json,
-                human,
-                svg: h.plot(),
-                completed,
+    } else {
+        let mut net = Net::new(target).map_err(|e| format!("cannot start the poll: {e}"))?;
+        let child = share.is_some();
+        let mut out = match mode {
+            Mode::Relay(o) => {
+                let limit = SETUP + o.warmup + o.seconds + o.drain + 10.0;
+                outcome(
+                    &mut net,
+                    relay::Relay::new(o),
+                    limit,
+                    |h, n, c| h.report(n, c),
+                    child,
+                )?
             }
-        }
-        Mode::Churn(o) => {
-            let limit = setup + o.warmup + o.seconds + 20.0;
-            let mut h = churn::Churn::new(o);
-            let completed = drive(&mut net, &mut h, limit)?;
-            let (json, human) = h.report(&net, completed);
-            Outcome {
-                json,
-                human,
-                svg: h.plot(),
-                completed,
+            Mode::Idle(o) => {
+                let limit = SETUP + o.hold + 15.0;
+                outcome(
+                    &mut net,
+                    idle::Idle::new(o),
+                    limit,
+                    |h, n, c| h.report(n, c),
+                    child,
+                )?
             }
+            Mode::Churn(o) => {
+                let limit = SETUP + o.warmup + o.seconds + 20.0;
+                outcome(
+                    &mut net,
+                    churn::Churn::new(o),
+                    limit,
+                    |h, n, c| h.report(n, c),
+                    child,
+                )?
+            }
+        };
+        out.counts = Some(net.counters);
+        if let Some(e) = &net.tls_error {
+            // The reason in rustls' words (an unknown issuer, say): the JSON only counts.
+            eprintln!("sigver-load: {e}");
         }
+        out
     };
+    let mut human = out.human;
+    if let (true, Some(c)) = (tls, out.counts) {
+        human.push_str(&format!(
+            "; TLS handshakes: {} full, {} resumed, {} failed",
+            c.tls_full, c.tls_resumed, c.tls_failures
+        ));
+    }
     let written = svg_file.map(|mut f| f.write_all(out.svg.as_bytes()));
     // The result is printed even when the plot could not be written: the run is not lost.
     if json_only {
         println!("{}", out.json);
     } else {
-        println!("{}", out.human);
+        println!("{human}");
         if let (Some(p), Some(Ok(()))) = (&svg_path, &written) {
             println!("latency plot: {}", p.display());
         }
@@ -259,6 +405,72 @@ fn run() -> Result<bool, String> {
         return Err(format!("--svg {}: {e}", p.display()));
     }
     Ok(out.completed && out.json.contains("\"ok\":true"))
+}
+
+/// Setting up (connecting, joining) may take this long on top of the measured time (s).
+const SETUP: f64 = 60.0;
+
+/// What a mode does besides handling connections: its report, plot and histogram.
+trait Report: Handler {
+    fn plot(&self) -> String;
+    fn hist(&self) -> &Histogram<u64>;
+}
+
+macro_rules! report {
+    ($($t:ty),*) => {$(
+        impl Report for $t {
+            fn plot(&self) -> String {
+                <$t>::plot(self)
+            }
+            fn hist(&self) -> &Histogram<u64> {
+                <$t>::hist(self)
+            }
+        }
+    )*};
+}
+report!(relay::Relay, idle::Idle, churn::Churn);
+
+/// Runs one mode to its end; a child of `--procs` adds its histogram's buckets to the JSON.
+fn outcome<H: Report>(
+    net: &mut Net,
+    mut h: H,
+    limit: f64,
+    report: impl Fn(&H, &Net, bool) -> (String, String),
+    buckets: bool,
+) -> Result<Outcome, String> {
+    let completed = drive(net, &mut h, limit)?;
+    let (mut json, human) = report(&h, net, completed);
+    if buckets {
+        json.pop();
+        json.push_str(&format!(",\"hist\":{}}}", stats::buckets(h.hist())));
+    }
+    Ok(Outcome {
+        json,
+        human,
+        svg: h.plot(),
+        completed,
+        counts: None,
+    })
+}
+
+/// `--source-addrs`: a count N (127.0.0.1 .. 127.0.0.N) or a comma-separated list.
+fn source_addrs(s: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let bad = |why: &str| format!("--source-addrs {s}: {why}");
+    let addrs: Vec<Ipv4Addr> = if let Ok(n) = s.parse::<u8>() {
+        if !(1..=254).contains(&n) {
+            return Err(bad("between 1 and 254 addresses"));
+        }
+        (1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
+    } else {
+        s.split(',')
+            .map(|a| a.trim().parse::<Ipv4Addr>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad("a count or a list of IPv4 addresses"))?
+    };
+    if addrs.is_empty() || addrs.iter().any(|a| !a.is_loopback()) {
+        return Err(bad("loopback addresses only (127.0.0.0/8)"));
+    }
+    Ok(addrs)
 }
 
 fn opt<T: std::str::FromStr>(

@@ -87,15 +87,24 @@ pub struct Counters {
     pub socket_errors: u64,
     /// Close handshakes that did not finish in time.
     pub close_timeouts: u64,
+    /// TLS handshakes completed without a session (`wss://`).
+    pub tls_full: u64,
+    /// TLS handshakes that resumed a session.
+    pub tls_resumed: u64,
+    /// TLS handshakes that failed (a bad certificate, an alert, a hang-up in the middle).
+    pub tls_failures: u64,
 }
 
 impl Counters {
-    /// Adds every counter to a result, under its own name (every mode reports all four).
+    /// Adds every counter to a result, under its own name (every mode reports all).
     pub fn report(&self, j: &mut Json) {
         j.num("connect_failures", self.connect_failures as f64);
         j.num("socket_errors", self.socket_errors as f64);
         j.num("protocol_errors", self.protocol_errors as f64);
         j.num("close_timeouts", self.close_timeouts as f64);
+        j.num("tls_full_handshakes", self.tls_full as f64);
+        j.num("tls_resumed_handshakes", self.tls_resumed as f64);
+        j.num("tls_failures", self.tls_failures as f64);
     }
 }
 
@@ -140,6 +149,9 @@ pub struct Net {
     timer: RawFd,
     timer_armed: u64,
     rng: u64,
+    next_source: usize,
+    /// The first TLS error met, as rustls worded it.
+    pub tls_error: Option<String>,
     /// Time of this loop turn (ns), refreshed after each poll and each read.
     pub now: u64,
     /// What went wrong so far.
@@ -177,6 +189,8 @@ impl Net {
             timer,
             timer_armed: 0,
             rng: now_ns() | 1,
+            next_source: 0,
+            tls_error: None,
             now: now_ns(),
             counters: Counters::default(),
         })
@@ -214,7 +228,14 @@ impl Net {
         let entry = self.conns.vacant_entry();
         let c = entry.key();
         let mut failed = None;
-        let sock = match Stream::connect(&self.target) {
+        let source = match self.target.sources.len() {
+            0 => None,
+            n => {
+                self.next_source = (self.next_source + 1) % n;
+                Some(self.target.sources[self.next_source])
+            }
+        };
+        let sock = match Stream::connect(&self.target, source) {
             Ok(mut sock) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 if self
@@ -329,6 +350,13 @@ impl Net {
         if let Some(conn) = self.conns.get_mut(c) {
             if conn.phase != Phase::Dead {
                 conn.error = Some(error);
+                // A TLS connection that got as far as connecting but not through its
+                // handshake: the run is not clean, whatever ended it.
+                if conn.phase == Phase::Upgrading
+                    && conn.sock.as_ref().is_some_and(Stream::tls_handshaking)
+                {
+                    self.counters.tls_failures += 1;
+                }
                 match conn.phase {
                     Phase::Connecting | Phase::Upgrading => self.counters.connect_failures += 1,
                     _ => self.counters.socket_errors += 1,
@@ -394,7 +422,8 @@ impl Net {
                 Err(_) => return self.fail(c, "connect"),
             },
             _ => {
-                if writable && conn.out.len() > conn.out_pos {
+                // TLS records still held below the connection wait for this edge too.
+                if writable && (conn.out.len() > conn.out_pos || sock.wants_write()) {
                     self.mark_dirty(c);
                 }
             }
@@ -443,9 +472,17 @@ impl Net {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
+                    let tls = e.kind() == io::ErrorKind::InvalidData;
+                    if tls && self.tls_error.is_none() {
+                        self.tls_error = Some(format!("TLS: {e}"));
+                    }
                     match conn.phase {
                         Phase::Closing => self.finish(c),
+                        _ if tls && conn.phase == Phase::Upgrading => {
+                            self.fail(c, "TLS handshake failed")
+                        }
+                        _ if tls => self.fail(c, "TLS error"),
                         _ => self.fail(c, "read error"),
                     }
                     capped = false;
@@ -463,6 +500,14 @@ impl Net {
     fn on_bytes<H: Handler>(&mut self, h: &mut H, c: usize, data: &[u8]) {
         let conn = &mut self.conns[c];
         if conn.phase == Phase::Upgrading {
+            if conn.inbuf.is_empty() {
+                // The first plaintext: the TLS handshake (if any) is over.
+                match conn.sock.as_ref().and_then(Stream::tls_resumed) {
+                    Some(true) => self.counters.tls_resumed += 1,
+                    Some(false) => self.counters.tls_full += 1,
+                    None => {}
+                }
+            }
             conn.inbuf.extend_from_slice(data);
             match ws::parse_response(&conn.inbuf) {
                 ws::Upgrade::Partial => return,
@@ -560,7 +605,8 @@ impl Net {
     }
 
     fn flush(&mut self) {
-        for c in std::mem::take(&mut self.dirty) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &c in &dirty {
             let Some(conn) = self.conns.get_mut(c) else {
                 continue;
             };
@@ -586,6 +632,12 @@ impl Net {
             if conn.out_pos == conn.out.len() {
                 conn.out.clear();
                 conn.out_pos = 0;
+                // TLS records the socket did not take yet (nothing for plain TCP).
+                match sock.flush() {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => failed = true,
+                }
             }
             if failed {
                 if conn.phase == Phase::Closing {
@@ -595,6 +647,7 @@ impl Net {
                 }
             }
         }
+        keep(&mut self.dirty, dirty);
     }
 
     fn expire(&mut self) {
@@ -628,7 +681,8 @@ impl Net {
 
     fn reap<H: Handler>(&mut self, h: &mut H) {
         while !self.gone.is_empty() {
-            for c in std::mem::take(&mut self.gone) {
+            let gone = std::mem::take(&mut self.gone);
+            for &c in &gone {
                 let conn = self.conns.remove(c);
                 let how = Closed {
                     tag: conn.tag,
@@ -639,6 +693,7 @@ impl Net {
                 drop(conn);
                 h.on_closed(self, c, how);
             }
+            keep(&mut self.gone, gone);
             self.flush();
         }
     }
@@ -671,9 +726,11 @@ impl Net {
                 }
             }
             self.now = now_ns();
-            for (c, hup) in std::mem::take(&mut self.again) {
+            let again = std::mem::take(&mut self.again);
+            for &(c, hup) in &again {
                 self.read(h, c, hup);
             }
+            keep(&mut self.again, again);
             for event in events.iter() {
                 match event.token() {
                     TIMER => {
@@ -697,6 +754,14 @@ impl Net {
             self.reap(h);
         }
     }
+}
+
+/// Puts back a list taken for one pass, emptied, with what was added to `slot` meanwhile:
+/// its capacity is kept, so the loop allocates nothing per turn.
+fn keep<T>(slot: &mut Vec<T>, mut taken: Vec<T>) {
+    taken.clear();
+    taken.append(slot);
+    *slot = taken;
 }
 
 impl Drop for Net {

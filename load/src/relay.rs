@@ -179,6 +179,11 @@ impl Relay {
         svg::percentile_plot(&self.title(), "round trip", &self.hist)
     }
 
+    /// The run's latency histogram (merged across processes by `--procs`).
+    pub fn hist(&self) -> &Histogram<u64> {
+        &self.hist
+    }
+
     /// The result (JSON) and a human summary.
     pub fn report(&self, net: &Net, completed: bool) -> (String, String) {
         let mut j = Json::default();
@@ -205,7 +210,10 @@ impl Relay {
         }
         j.num("errors", self.errors.count as f64);
         net.counters.report(&mut j);
-        let ok = completed && self.errors.count == 0 && self.ready == self.o.pairs;
+        let ok = completed
+            && self.errors.count == 0
+            && self.ready == self.o.pairs
+            && net.counters.tls_failures == 0;
         self.errors.verdict(&mut j, ok);
         let human = format!(
             "{}: {:.0} relayed/s, round trip {}{}{}",

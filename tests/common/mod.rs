@@ -215,6 +215,8 @@ impl Peer {
             match self.ws.read() {
                 Ok(WsMessage::Binary(b)) if b.as_ref() == [0x08, 0x01] => {}
                 Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => {}
+                // A signal a test sends to this process (SIGHUP) may cut the wait short.
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
