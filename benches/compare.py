@@ -83,6 +83,59 @@ ROWS = [
     ("server", "stripped release binary", ("binary_kib",), "KiB", "abs<=", 3072),
 ]
 
+# With --tls: the same scenarios over wss://, two more to set a resumed handshake against a
+# full one (few at once, so that the load tool's session cache holds a ticket for each), and
+# the targets of wss:// (RSS, and server CPU per handshake and per session, judge the server).
+TLS_SCENARIOS = [
+    ("idle_full", "idle, N=2000, 4 at once, full handshakes",
+     ["idle", "--conns", "2000", "--concurrency", "4"]),
+    ("idle_resumed", "idle, N=2000, 4 at once, resumed handshakes",
+     ["idle", "--conns", "2000", "--concurrency", "4", "--resume"]),
+]
+TLS_TARGETS = {
+    ("idle_10k", "RSS per connection"): ("ratio<=", 0.10),
+    ("idle_10k", "server CPU per handshake"): ("ratio<=", 0.25),
+    ("churn", "server CPU per session"): ("ratio<=", 0.25),
+}
+TLS_ROWS = [
+    ("idle_full", "server CPU per handshake", ("server_cpu_us_per_handshake",), "µs", "info", None),
+    ("idle_resumed", "server CPU per handshake", ("server_cpu_us_per_handshake",), "µs", "info", None),
+    ("idle_resumed", "resumed handshakes", ("tls_resumed_handshakes",), "", "info", None),
+]
+
+
+def use_tls():
+    """Switches the scenarios and the targets to those of wss://."""
+    global ROWS
+    SCENARIOS.extend(TLS_SCENARIOS)
+    rows = []
+    for scen, label, path, unit, cmp, target in ROWS:
+        cmp, target = TLS_TARGETS.get((scen, label), (cmp, target))
+        rows.append((scen, label, path, unit, cmp, target))
+    ROWS = rows + TLS_ROWS
+
+
+def make_certificate():
+    """A throwaway P-256 certificate for 127.0.0.1 signed by a throwaway CA, as a deployment
+    would have, in a temporary folder: (key, certificate, CA certificate)."""
+    folder = tempfile.mkdtemp(prefix="sigver-compare-tls-")
+    path = lambda name: os.path.join(folder, name)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    sh(["openssl", "req", "-x509", *p256, "-keyout", path("ca-key.pem"), "-out", path("ca.pem"),
+        "-days", "2", "-subj", "/CN=sigver compare CA"], **quiet)
+    sh(["openssl", "req", *p256, "-keyout", path("key.pem"), "-out", path("leaf.csr"),
+        "-subj", "/CN=127.0.0.1"], **quiet)
+    with open(path("leaf.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n")
+    sh(["openssl", "x509", "-req", "-in", path("leaf.csr"), "-CA", path("ca.pem"),
+        "-CAkey", path("ca-key.pem"), "-CAcreateserial", "-out", path("cert.pem"), "-days", "2",
+        "-extfile", path("leaf.ext")], **quiet)
+    return path("key.pem"), path("cert.pem"), path("ca.pem")
+
+
+TLS = None  # (key, certificate, CA certificate) with --tls
+
 STARTED = []  # every server process started, killed on exit
 
 
@@ -179,7 +232,7 @@ class Server:
 
     @property
     def url(self):
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if TLS else 'ws'}://127.0.0.1:{self.port}"
 
     def stop(self):
         if self.proc.poll() is None:
@@ -193,6 +246,8 @@ class Server:
 
 def run_load(exe, server, args, limit):
     cmd = exe + args + ["--url", server.url, "--pid", str(server.proc.pid), "--json"]
+    if TLS:
+        cmd += ["--ca", TLS[2]]
     try:
         out = subprocess.run(cmd, text=True, capture_output=True, timeout=limit)
     except subprocess.TimeoutExpired:
@@ -575,6 +630,8 @@ def write_outputs(out, info, run_args, runs, startups, binary_kib, cmdline):
 def resummarize(path, out):
     with open(path) as f:
         data = json.load(f)
+    if data["args"].get("tls"):
+        use_tls()
     if data["args"].get("names"):
         NAMES["ours"], NAMES["original"] = data["args"]["names"].split(",", 1)
     runs = {}
@@ -611,6 +668,9 @@ def main():
     ap.add_argument("--names", help="how the table names the two servers, e.g. musl,glibc "
                                     "[ours,original]")
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "results"), help="output folder")
+    ap.add_argument("--tls", action="store_true",
+                    help="everything over wss://, each server with a fresh P-256 certificate; "
+                         "adds full and resumed handshakes, and the targets of wss://")
     ap.add_argument("--summarize", metavar="RESULTS_JSON",
                     help="run nothing: redo the table and the plot from a results.json")
     args = ap.parse_args()
@@ -626,7 +686,15 @@ def main():
         NAMES["original"] = "against"
     ours_bin, load = build(args.ours_bin)
     prefix = ["nice", "-n", str(args.nice)] if args.nice else []
-    commands = {"ours": prefix + [ours_bin] + bench_flags(ours_bin)}
+    global TLS
+    tls_ours, tls_original = [], []
+    if args.tls:
+        use_tls()
+        TLS = make_certificate()
+        tls_ours = ["-k", TLS[0], "-c", TLS[1]]
+        # The original serves TLS only when it is given a CA file too.
+        tls_original = tls_ours + ["-a", TLS[2]]
+    commands = {"ours": prefix + [ours_bin] + bench_flags(ours_bin) + tls_ours}
     if "original" not in servers:
         info = machine("not run", None)
         info["original"] = "not run"
@@ -634,12 +702,12 @@ def main():
         against = os.path.abspath(args.against_bin)
         info = machine("n/a", "n/a")
         info["original"] = against
-        commands["original"] = prefix + [against] + bench_flags(against)
+        commands["original"] = prefix + [against] + bench_flags(against) + tls_ours
     else:
         orig_js, orig_version = install_original(args.orig_dir)
         node_version = sh(["node", "--version"], stdout=subprocess.PIPE).stdout.strip()
         info = machine(node_version, orig_version)
-        commands["original"] = prefix + ["node", orig_js]
+        commands["original"] = prefix + ["node", orig_js] + tls_original
     load = prefix + [load]
     stripped = os.path.join(tempfile.mkdtemp(prefix="sigver-strip-"), "sigver")
     shutil.copy(ours_bin, stripped)
