@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 use prost::Message as _;
-use rustls::{ClientConnection, StreamOwned};
+use rustls::{AlertDescription, ClientConnection, StreamOwned};
 use sigver::proto::{Content, Message, Type};
 
 use crate::wss::{
@@ -36,7 +36,11 @@ fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A wss:// connection past its upgrade, driven by hand.
-fn upgraded(addr: std::net::SocketAddr, config: &Arc<rustls::ClientConfig>, path: &str) -> Stream {
+pub fn upgraded(
+    addr: std::net::SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Stream {
     let mut s = tls_client(addr, config);
     write!(
         s,
@@ -71,28 +75,39 @@ fn sealed(s: &mut Stream, plain: &[&[u8]], close_notify: bool, after: &[u8]) -> 
     wire
 }
 
+/// Reads until the connection ends; the alert the server ended it with, if any.
+fn alert(s: &mut Stream) -> Option<AlertDescription> {
+    let mut sink = Vec::new();
+    let e = s.read_to_end(&mut sink).err()?;
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(a) => Some(*a),
+        _ => None,
+    }
+}
+
 #[test]
 fn a_bad_record_behind_a_full_read_is_refused_when_the_server_writes() {
     // Proves a bad record that waits behind 700 pings (more than one turn's 128 frames)
-    // ends that client when the pongs go out, without harm to the loop.
+    // ends that client with its alert when the pongs go out, without harm to the loop.
     let (server, client) = tls_server(|_| {});
     let mut pair = Pair::new(server.addr, &client, "/pair");
     let mut s = upgraded(server.addr, &client, "/pinger");
     let pings: Vec<u8> = (0..700).flat_map(|_| frame(0x9, b"")).collect();
     let wire = sealed(&mut s, &[&pings], false, &bad_record());
     s.sock.write_all(&wire).unwrap();
-    assert!(hung_up(&mut s.sock));
+    assert_eq!(alert(&mut s), Some(AlertDescription::BadRecordMac));
     pair.relay();
 }
 
 #[test]
 fn garbage_after_the_handshake_is_refused_without_harm() {
-    // Proves a record no key opens, right after the upgrade, ends that client alone.
+    // Proves a record no key opens, right after the upgrade, ends that client alone, with
+    // the alert that says why.
     let (server, client) = tls_server(|_| {});
     let mut pair = Pair::new(server.addr, &client, "/pair");
     let mut s = upgraded(server.addr, &client, "/garbage");
     s.sock.write_all(&bad_record()).unwrap();
-    assert!(hung_up(&mut s.sock));
+    assert_eq!(alert(&mut s), Some(AlertDescription::BadRecordMac));
     pair.relay();
 }
 
