@@ -344,14 +344,20 @@ impl TlsStream {
             return Ok(0);
         }
         let take = buf.len().min(WRITE_SIZE);
-        SCRATCH.with(|scratch| {
+        // Taken out while rustls steps over it, and cut once at the end: records waiting
+        // there are many when they are small, and cutting each off the front in turn would
+        // cost their count times their size.
+        let mut incoming = std::mem::take(&mut self.pending_in);
+        let mut done = 0;
+        let result = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let need = take + take / 16 + 256;
             if scratch.len() < need {
                 scratch.resize(need, 0);
             }
             loop {
-                match self.step(Some((&buf[..take], &mut scratch[..])))? {
+                let plain = Some((&buf[..take], &mut scratch[..]));
+                match self.step(&mut incoming, &mut done, plain)? {
                     Step::Encrypted(n) => {
                         self.send(&scratch[..n])?;
                         return Ok(take);
@@ -367,22 +373,36 @@ impl TlsStream {
                     }
                 }
             }
-        })
+        });
+        self.keep_pending(incoming, done);
+        result
+    }
+
+    /// Puts back what rustls is not done with, from `done` on.
+    fn keep_pending(&mut self, mut incoming: Vec<u8>, done: usize) {
+        incoming.drain(..done);
+        if !incoming.is_empty() {
+            self.pending_in = incoming;
+        }
     }
 
     /// One step of rustls outside a read, over the bytes it has not finished with: handshake
     /// bytes are kept for sending, plaintext is kept for reads, and in the traffic state
-    /// `plain` (if any) is encrypted into its buffer, or else a `close_notify`.
-    fn step(&mut self, plain: Option<(&[u8], &mut [u8])>) -> Result<Step, TransportError> {
-        let status = self.conn.process_tls_records(&mut self.pending_in);
+    /// `plain` (if any) is encrypted into its buffer, or else a `close_notify`. `incoming`
+    /// holds those bytes from `done` on; `done` moves past what rustls is done with.
+    fn step(
+        &mut self,
+        incoming: &mut [u8],
+        done: &mut usize,
+        plain: Option<(&[u8], &mut [u8])>,
+    ) -> Result<Step, TransportError> {
+        let status = self.conn.process_tls_records(&mut incoming[*done..]);
         let discard = status.discard;
         let state = match status.state {
             Ok(state) => state,
             Err(e) => {
                 // A bad record waited behind others: its alert goes out as after a read.
-                let mut rest = std::mem::take(&mut self.pending_in);
-                rest.drain(..discard);
-                self.last_gasp(&mut rest);
+                self.last_gasp(&mut incoming[*done + discard..]);
                 return Err(TransportError::Tls(e));
             }
         };
@@ -424,19 +444,18 @@ impl TlsStream {
             }
             _ => Step::Stuck,
         };
-        self.pending_in.drain(..discard);
-        if self.pending_in.is_empty() {
-            self.pending_in = Vec::new();
-        }
+        *done += discard;
         Ok(step)
     }
 
     pub(super) fn close_notify(&mut self) {
         // After a failure only what is kept for sending (the alert) may go.
         if !self.failed {
+            let mut incoming = std::mem::take(&mut self.pending_in);
+            let mut done = 0;
             // A few steps at most: handshake bytes rustls still has, then the alert.
             for _ in 0..4 {
-                match self.step(None) {
+                match self.step(&mut incoming, &mut done, None) {
                     Ok(Step::Handled | Step::Transmit) => {}
                     Ok(_) => break,
                     Err(_) => {
@@ -445,6 +464,7 @@ impl TlsStream {
                     }
                 }
             }
+            self.keep_pending(incoming, done);
         }
         let _ = self.flush();
     }

@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod flood;
 mod renegotiation;
 mod traffic;
 mod wss;
