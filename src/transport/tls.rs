@@ -48,6 +48,11 @@ pub(super) struct TlsStream {
     plaintext_waiting: bool,
     /// The peer sent `close_notify`: after the plaintext before it, reads end.
     peer_closed: bool,
+    /// A call failed (a TLS error, the socket, a record too large): rustls is not called
+    /// again. It must be given back the bytes it has not discarded on every call (given
+    /// fewer, it panics while it holds part of a handshake message), and a second call
+    /// after its error processes the bad bytes again.
+    failed: bool,
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -72,6 +77,7 @@ impl TlsStream {
             stash_at: 0,
             plaintext_waiting: false,
             peer_closed: false,
+            failed: false,
         })
     }
 
@@ -104,6 +110,12 @@ impl TlsStream {
 
     /// Writes out the TLS bytes kept for sending; `Ok(false)` when the socket is full first.
     pub(super) fn flush(&mut self) -> Result<bool, TransportError> {
+        let result = self.flush_out();
+        self.failed |= result.is_err();
+        result
+    }
+
+    fn flush_out(&mut self) -> Result<bool, TransportError> {
         while self.sent < self.pending_out.len() {
             match self.sock.write(&self.pending_out[self.sent..]) {
                 Ok(0) => return Err(TransportError::Io(io::ErrorKind::WriteZero.into())),
@@ -140,6 +152,19 @@ impl TlsStream {
     /// Plaintext into `buf`, reading at most once from the socket, so that a peer sending
     /// records with no application data (padding, empty records) pays for them in `wire`.
     pub(super) fn read(
+        &mut self,
+        buf: &mut [u8],
+        wire: &mut usize,
+    ) -> Result<ReadOutcome, TransportError> {
+        if self.failed {
+            return Err(TransportError::Io(io::ErrorKind::NotConnected.into()));
+        }
+        let result = self.read_records(buf, wire);
+        self.failed |= result.is_err();
+        result
+    }
+
+    fn read_records(
         &mut self,
         buf: &mut [u8],
         wire: &mut usize,
@@ -189,7 +214,11 @@ impl TlsStream {
             let (consumed, out) = match result {
                 Ok(done) => done,
                 Err((consumed, e)) => {
-                    self.last_gasp(&mut scratch[consumed..len]);
+                    // Only rustls' own errors leave an alert to send; a failed socket takes
+                    // nothing more.
+                    if matches!(e, TransportError::Tls(_)) {
+                        self.last_gasp(&mut scratch[consumed..len]);
+                    }
                     return Err(e);
                 }
             };
@@ -255,7 +284,9 @@ impl TlsStream {
                                 written += n;
                                 self.stash.extend_from_slice(&payload[n..]);
                             }
-                            Some(Err(e)) => return Err((consumed, TransportError::Tls(e))),
+                            Some(Err(e)) => {
+                                return Err((consumed + discard, TransportError::Tls(e)))
+                            }
                             None => break,
                         }
                     }
@@ -268,13 +299,14 @@ impl TlsStream {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
-                    encode(&mut self.pending_out, &mut data).map_err(|e| (consumed, e))?;
+                    encode(&mut self.pending_out, &mut data)
+                        .map_err(|e| (consumed + discard, e))?;
                     true
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
                     // Kept for sending: rustls is done with them either way.
                     transmit.done();
-                    self.flush().map_err(|e| (consumed, e))?;
+                    self.flush().map_err(|e| (consumed + discard, e))?;
                     true
                 }
                 ConnectionState::PeerClosed => {
@@ -299,18 +331,33 @@ impl TlsStream {
     /// Encrypts plaintext from `buf` and sends it; `Ok(0)` when what was sent before is not
     /// out yet (only then does a writable edge follow).
     pub(super) fn write(&mut self, buf: &[u8]) -> Result<usize, TransportError> {
-        if !self.flush()? {
+        if self.failed {
+            return Err(TransportError::Io(io::ErrorKind::NotConnected.into()));
+        }
+        let result = self.encrypt_and_send(buf);
+        self.failed |= result.is_err();
+        result
+    }
+
+    fn encrypt_and_send(&mut self, buf: &[u8]) -> Result<usize, TransportError> {
+        if !self.flush_out()? {
             return Ok(0);
         }
         let take = buf.len().min(WRITE_SIZE);
-        SCRATCH.with(|scratch| {
+        // Taken out while rustls steps over it, and cut once at the end: records waiting
+        // there are many when they are small, and cutting each off the front in turn would
+        // cost their count times their size.
+        let mut incoming = std::mem::take(&mut self.pending_in);
+        let mut done = 0;
+        let result = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let need = take + take / 16 + 256;
             if scratch.len() < need {
                 scratch.resize(need, 0);
             }
             loop {
-                match self.step(Some((&buf[..take], &mut scratch[..])))? {
+                let plain = Some((&buf[..take], &mut scratch[..]));
+                match self.step(&mut incoming, &mut done, plain)? {
                     Step::Encrypted(n) => {
                         self.send(&scratch[..n])?;
                         return Ok(take);
@@ -326,16 +373,40 @@ impl TlsStream {
                     }
                 }
             }
-        })
+        });
+        self.keep_pending(incoming, done);
+        result
+    }
+
+    /// Puts back what rustls is not done with, from `done` on.
+    fn keep_pending(&mut self, mut incoming: Vec<u8>, done: usize) {
+        incoming.drain(..done);
+        if !incoming.is_empty() {
+            self.pending_in = incoming;
+        }
     }
 
     /// One step of rustls outside a read, over the bytes it has not finished with: handshake
     /// bytes are kept for sending, plaintext is kept for reads, and in the traffic state
-    /// `plain` (if any) is encrypted into its buffer, or else a `close_notify`.
-    fn step(&mut self, plain: Option<(&[u8], &mut [u8])>) -> Result<Step, TransportError> {
-        let status = self.conn.process_tls_records(&mut self.pending_in);
+    /// `plain` (if any) is encrypted into its buffer, or else a `close_notify`. `incoming`
+    /// holds those bytes from `done` on; `done` moves past what rustls is done with.
+    fn step(
+        &mut self,
+        incoming: &mut [u8],
+        done: &mut usize,
+        plain: Option<(&[u8], &mut [u8])>,
+    ) -> Result<Step, TransportError> {
+        let status = self.conn.process_tls_records(&mut incoming[*done..]);
         let discard = status.discard;
-        let step = match status.state.map_err(TransportError::Tls)? {
+        let state = match status.state {
+            Ok(state) => state,
+            Err(e) => {
+                // A bad record waited behind others: its alert goes out as after a read.
+                self.last_gasp(&mut incoming[*done + discard..]);
+                return Err(TransportError::Tls(e));
+            }
+        };
+        let step = match state {
             ConnectionState::WriteTraffic(mut traffic) => match plain {
                 Some((plain, out)) => traffic
                     .encrypt(plain, out)
@@ -373,20 +444,27 @@ impl TlsStream {
             }
             _ => Step::Stuck,
         };
-        self.pending_in.drain(..discard);
-        if self.pending_in.is_empty() {
-            self.pending_in = Vec::new();
-        }
+        *done += discard;
         Ok(step)
     }
 
     pub(super) fn close_notify(&mut self) {
-        // A few steps at most: handshake bytes rustls still has, then the alert.
-        for _ in 0..4 {
-            match self.step(None) {
-                Ok(Step::Handled | Step::Transmit) => {}
-                _ => break,
+        // After a failure only what is kept for sending (the alert) may go.
+        if !self.failed {
+            let mut incoming = std::mem::take(&mut self.pending_in);
+            let mut done = 0;
+            // A few steps at most: handshake bytes rustls still has, then the alert.
+            for _ in 0..4 {
+                match self.step(&mut incoming, &mut done, None) {
+                    Ok(Step::Handled | Step::Transmit) => {}
+                    Ok(_) => break,
+                    Err(_) => {
+                        self.failed = true;
+                        break;
+                    }
+                }
             }
+            self.keep_pending(incoming, done);
         }
         let _ = self.flush();
     }
