@@ -13,15 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::binary::Binary;
+use common::messages::{content, join, recv_content};
 use common::{TestServer, WAIT};
-use prost::Message as _;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use sigver::proto::{Content, GroupData, Message, Type};
 use sigver::tls::TlsFiles;
-use tungstenite::{Message as WsMessage, WebSocket};
+use tungstenite::WebSocket;
 
 type TlsWs = WebSocket<StreamOwned<ClientConnection, TcpStream>>;
 
@@ -152,57 +151,6 @@ fn connect_after(
         .map(|c| c.clone().into_owned())
         .collect();
     (ws, chain)
-}
-
-fn send(ws: &mut TlsWs, t: Type) {
-    let bytes = Message { r#type: Some(t) }.encode_to_vec();
-    ws.send(WsMessage::Binary(bytes.into())).unwrap();
-}
-
-fn recv(ws: &mut TlsWs) -> Type {
-    loop {
-        match ws.read().expect("read") {
-            WsMessage::Binary(b) => match Message::decode(b).unwrap().r#type.unwrap() {
-                Type::Heartbeat(_) => {}
-                t => return t,
-            },
-            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-fn join(ws: &mut TlsWs, id: u32) -> bool {
-    send(
-        ws,
-        Type::Connect(GroupData {
-            id,
-            members: vec![],
-        }),
-    );
-    match recv(ws) {
-        Type::Connected(c) => c,
-        other => panic!("expected connected, got {other:?}"),
-    }
-}
-
-fn content(ws: &mut TlsWs, recipient_id: u32, data: &[u8]) {
-    send(
-        ws,
-        Type::Content(Content {
-            sender_id: 0,
-            recipient_id,
-            last_data: false,
-            data: data.to_vec().into(),
-        }),
-    );
-}
-
-fn recv_content(ws: &mut TlsWs) -> (u32, u32, Vec<u8>) {
-    match recv(ws) {
-        Type::Content(c) => (c.sender_id, c.recipient_id, c.data.to_vec()),
-        other => panic!("expected content, got {other:?}"),
-    }
 }
 
 /// Relays one message each way between a member and a joiner; returns the joiner's id.

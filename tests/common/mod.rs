@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod binary;
+pub mod messages;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
