@@ -5,7 +5,7 @@
 //! The ring holds [`CAPACITY`] samples (an hour at the default interval), allocated when the
 //! server starts and never grown: [`History::memory`] bytes in all, about 32 KiB on 64-bit
 //! machines. A sample holds gauges as they were when it was taken and, for counters, what
-//! happened during its interval (closes by code, limit hits, refusals, relay rate and
+//! happened during its interval (closes by code, limit hits, failed upgrades, relay rate and
 //! latency percentiles), so a reader never needs two samples to make sense of one.
 
 use std::collections::VecDeque;
@@ -27,7 +27,7 @@ struct Totals {
     relayed: u64,
     closes: [u64; CloseReason::ALL.len()],
     limits: [u64; Limit::ALL.len()],
-    refusals: u64,
+    failed_upgrades: u64,
     latency: [u64; LATENCY_BUCKETS.len() + 1],
 }
 
@@ -38,7 +38,7 @@ impl Totals {
             relayed: gauges.relayed_messages,
             closes: *metrics.server_closes(),
             limits: *metrics.limit_hits(),
-            refusals: metrics.handshake_failures().iter().sum(),
+            failed_upgrades: metrics.handshake_failures().iter().sum(),
             latency: *metrics.latency_counts(),
         }
     }
@@ -63,8 +63,9 @@ struct Sample {
     closes: [u16; CLOSE_CODES.len()],
     /// Limit hits during the interval, by limit ([`Limit::ALL`]).
     limits: [u16; Limit::ALL.len()],
-    /// Connections that did not become WebSockets during the interval.
-    refusals: u16,
+    /// Connections that did not become WebSockets during the interval: refused (limits,
+    /// origin, stopping), bad requests, failed TLS handshakes, timeouts, early hang-ups.
+    failed_upgrades: u16,
 }
 
 /// A column of the JSON: its name, and its value in a sample.
@@ -140,7 +141,7 @@ impl History {
             latency_p99_us: quantile(&latency, 0.99).unwrap_or(f32::NAN),
             closes,
             limits,
-            refusals: small(now.refusals - last.refusals),
+            failed_upgrades: small(now.failed_upgrades - last.failed_upgrades),
         });
     }
 
@@ -163,7 +164,7 @@ impl History {
             ("relayed_per_second", |s| f64::from(s.relayed_per_second)),
             ("latency_p50_us", |s| f64::from(s.latency_p50_us)),
             ("latency_p99_us", |s| f64::from(s.latency_p99_us)),
-            ("refusals", |s| f64::from(s.refusals)),
+            ("failed_upgrades", |s| f64::from(s.failed_upgrades)),
         ];
         for (name, value) in columns {
             // Times to the millisecond: rates times intervals must give back the counts.

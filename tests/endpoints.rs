@@ -314,7 +314,7 @@ fn status_json_keeps_samples_that_follow_the_traffic() {
         "connections",
         "groups",
         "latency_p50_us",
-        "refusals",
+        "failed_upgrades",
         "closes.1008",
     ] {
         assert_eq!(column(&s, name).len(), n, "{name}");
