@@ -45,7 +45,7 @@ pub const MAX_FRAGMENTS: u32 = 1024;
 /// Bytes asked of the socket per read: a small read costs little zeroing, and a socket with
 /// more gets more reads, within the per-turn share.
 const READ_CHUNK: usize = 4096;
-/// Send-queue capacity kept once the queue is empty; a larger one is given back.
+/// A send queue this large is compacted when its front is out.
 const OUT_KEEP: usize = 4096;
 /// Capacity of the shared read buffer kept between turns; a larger one is given back.
 const SCRATCH_KEEP: usize = 256 * 1024;
@@ -542,11 +542,11 @@ impl Conn {
                 }
             }
         }
-        self.out.clear();
+        // An empty queue keeps no allocation: most connections are idle between messages
+        // far apart (a heartbeat every few seconds), and one allocation per flush costs less
+        // than a buffer per idle connection.
+        self.out = Vec::new();
         self.sent = 0;
-        if self.out.capacity() > OUT_KEEP {
-            self.out = Vec::new();
-        }
         match self.transport.flush() {
             Ok(false) => {
                 self.blocked = true;

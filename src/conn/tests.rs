@@ -532,6 +532,19 @@ fn queued_counts_the_frames_sent() {
     }
 }
 
+// An idle connection holds no buffer: once a flush took the queue whole, nothing is kept,
+// whatever was sent before (the 101, a message, a heartbeat).
+#[test]
+fn an_emptied_send_queue_keeps_no_allocation() {
+    let mut p = Peer::open(limits());
+    assert_eq!(p.conn.held().buffers, 0, "open, nothing queued");
+    p.conn.send(&pattern(200), &p.limits).unwrap();
+    assert!(p.conn.held().buffers >= frame_len(200));
+    assert_eq!(p.conn.flush(), Flush::Out);
+    assert_eq!(p.conn.held(), Held::default());
+    assert_eq!(read_frame(&mut p.client), (0x82, pattern(200)));
+}
+
 // A peer that does not read: SendQueueFull, the queue given up, the stream whole up to 1008.
 #[test]
 fn a_peer_that_does_not_read_is_closed_with_1008() {
