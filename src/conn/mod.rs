@@ -47,6 +47,8 @@ pub const MAX_FRAGMENTS: u32 = 1024;
 const READ_CHUNK: usize = 4096;
 /// A send queue this large is compacted when its front is out.
 const OUT_KEEP: usize = 4096;
+/// Most bytes of last words kept back to go out with the TLS `close_notify`.
+const HOLD_AT_MOST: usize = 4096;
 /// Capacity of the shared read buffer kept between turns; a larger one is given back.
 const SCRATCH_KEEP: usize = 256 * 1024;
 
@@ -527,6 +529,11 @@ impl Conn {
         if self.is_done() {
             return Flush::Failed;
         }
+        let finishing = matches!(self.phase, Phase::Finishing);
+        if finishing && self.out.len() - self.sent <= HOLD_AT_MOST {
+            // The last words and the TLS `close_notify` after them: one segment.
+            self.transport.hold();
+        }
         while self.sent < self.out.len() {
             match self.transport.write(&self.out[self.sent..]) {
                 Ok(Written::Full) => {
@@ -547,7 +554,15 @@ impl Conn {
         // than a buffer per idle connection.
         self.out = Vec::new();
         self.sent = 0;
-        match self.transport.flush() {
+        // The last words are queued: after them the write side ends (`close_notify`, then a
+        // half-close), and the connection reads until the peer hangs up, so that closing
+        // does not reset the connection before the peer read them.
+        let flushed = if finishing {
+            self.transport.close_write()
+        } else {
+            self.transport.flush()
+        };
+        match flushed {
             Ok(false) => {
                 self.blocked = true;
                 return Flush::Waiting;
@@ -559,10 +574,7 @@ impl Conn {
                 return Flush::Failed;
             }
         }
-        // The last words are out: shut the write side, then read until the peer hangs up, so
-        // that closing does not reset the connection before the peer read them.
-        if matches!(self.phase, Phase::Finishing) {
-            self.transport.close_write();
+        if finishing {
             self.phase = Phase::Linger;
         }
         Flush::Out

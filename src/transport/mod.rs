@@ -284,15 +284,31 @@ impl Transport {
     /// Ends the write side: `close_notify` for TLS, then a TCP half-close, so that the client
     /// reads what was sent before it sees the end. Best effort: the connection is going away
     /// either way.
-    pub fn close_write(&mut self) {
-        self.close_notify();
+    /// `Ok(false)` when the socket is full before the `close_notify` is out: call again
+    /// once it is writable (the alert is queued once).
+    pub fn close_write(&mut self) -> Result<bool, TransportError> {
+        if let Stream::Tls(t) = &mut self.stream {
+            if !t.close_notify()? {
+                return Ok(false);
+            }
+        }
         let _ = self.tcp().shutdown(Shutdown::Write);
+        Ok(true)
     }
 
-    /// Sends TLS `close_notify` (nothing for plain TCP), before the socket is dropped.
+    /// Sends TLS `close_notify` (nothing for plain TCP), before the socket is dropped: best
+    /// effort, what the socket does not take is lost.
     pub fn close_notify(&mut self) {
         if let Stream::Tls(t) = &mut self.stream {
-            t.close_notify();
+            let _ = t.close_notify();
+        }
+    }
+
+    /// Keeps what is written next (TLS only) until [`Transport::close_write`] or a flush, so
+    /// that the last words and the `close_notify` go out in one segment.
+    pub fn hold(&mut self) {
+        if let Stream::Tls(t) = &mut self.stream {
+            t.hold();
         }
     }
 }

@@ -22,6 +22,9 @@ use super::{ReadOutcome, Socket, TransportError};
 const READ_SIZE: usize = 32 * 1024;
 /// Most plaintext encrypted in one call: four full records.
 const WRITE_SIZE: usize = 4 * 16 * 1024;
+/// Most TLS bytes waiting to be sent that a write sends with its own (a session ticket or a
+/// key update, not a backlog).
+const JOIN_AT_MOST: usize = 16 * 1024;
 /// Most TLS bytes a connection may keep unprocessed: a handshake message of rustls' largest
 /// size (64 KiB), spread over records, and one more read. More is an attack.
 const MAX_PENDING: usize = 0x1_0000 + 4 * 1024 + READ_SIZE;
@@ -48,6 +51,11 @@ pub(super) struct TlsStream {
     plaintext_waiting: bool,
     /// The peer sent `close_notify`: after the plaintext before it, reads end.
     peer_closed: bool,
+    /// Writes are kept, not sent, until the next flush: the last words before a close go out
+    /// with the `close_notify` after them.
+    holding: bool,
+    /// The `close_notify` is queued: it is not queued twice.
+    close_queued: bool,
     /// A call failed (a TLS error, the socket, a record too large): rustls is not called
     /// again. It must be given back the bytes it has not discarded on every call (given
     /// fewer, it panics while it holds part of a handshake message), and a second call
@@ -77,6 +85,8 @@ impl TlsStream {
             stash_at: 0,
             plaintext_waiting: false,
             peer_closed: false,
+            holding: false,
+            close_queued: false,
             failed: false,
         })
     }
@@ -108,8 +118,15 @@ impl TlsStream {
         self.sent < self.pending_out.len()
     }
 
+    /// Keeps what is written next until the next flush, so that it goes out in one segment
+    /// with what follows: a short last write before [`TlsStream::close_notify`].
+    pub(super) fn hold(&mut self) {
+        self.holding = true;
+    }
+
     /// Writes out the TLS bytes kept for sending; `Ok(false)` when the socket is full first.
     pub(super) fn flush(&mut self) -> Result<bool, TransportError> {
+        self.holding = false;
         let result = self.flush_out();
         self.failed |= result.is_err();
         result
@@ -133,16 +150,23 @@ impl TlsStream {
 
     /// Sends `bytes` after what is kept for sending; what the socket does not take is kept.
     fn send(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        if self.holding {
+            self.pending_out.extend_from_slice(bytes);
+            return Ok(());
+        }
+        if self.wants_write() {
+            // One write for both; whatever the socket does not take stays kept.
+            self.pending_out.extend_from_slice(bytes);
+            return self.flush_out().map(|_| ());
+        }
         let mut written = 0;
-        if !self.wants_write() {
-            while written < bytes.len() {
-                match self.sock.write(&bytes[written..]) {
-                    Ok(0) => return Err(TransportError::Io(io::ErrorKind::WriteZero.into())),
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(TransportError::Io(e)),
-                }
+        while written < bytes.len() {
+            match self.sock.write(&bytes[written..]) {
+                Ok(0) => return Err(TransportError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(TransportError::Io(e)),
             }
         }
         self.pending_out.extend_from_slice(&bytes[written..]);
@@ -304,9 +328,10 @@ impl TlsStream {
                     true
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
-                    // Kept for sending: rustls is done with them either way.
+                    // Kept for sending, at the turn's flush or with the next write (the
+                    // session ticket and the `101` go in one segment): rustls is done with
+                    // them either way.
                     transmit.done();
-                    self.flush().map_err(|e| (consumed + discard, e))?;
                     true
                 }
                 ConnectionState::PeerClosed => {
@@ -340,7 +365,10 @@ impl TlsStream {
     }
 
     fn encrypt_and_send(&mut self, buf: &[u8]) -> Result<usize, TransportError> {
-        if !self.flush_out()? {
+        // A few handshake bytes waiting (a session ticket) go out with this write, in one
+        // segment; more than that is the socket falling behind, and it goes first.
+        let joined = self.wants_write() && self.pending_out.len() - self.sent <= JOIN_AT_MOST;
+        if !joined && !self.flush_out()? {
             return Ok(0);
         }
         let take = buf.len().min(WRITE_SIZE);
@@ -448,9 +476,11 @@ impl TlsStream {
         Ok(step)
     }
 
-    pub(super) fn close_notify(&mut self) {
+    /// Queues `close_notify` (once) after what is kept for sending, and sends them;
+    /// `Ok(false)` when the socket is full first (the rest goes at the next flush).
+    pub(super) fn close_notify(&mut self) -> Result<bool, TransportError> {
         // After a failure only what is kept for sending (the alert) may go.
-        if !self.failed {
+        if !self.failed && !std::mem::replace(&mut self.close_queued, true) {
             let mut incoming = std::mem::take(&mut self.pending_in);
             let mut done = 0;
             // A few steps at most: handshake bytes rustls still has, then the alert.
@@ -466,7 +496,7 @@ impl TlsStream {
             }
             self.keep_pending(incoming, done);
         }
-        let _ = self.flush();
+        self.flush()
     }
 }
 
