@@ -10,6 +10,11 @@ With --against-bin, the second server is another build of ours instead of the or
 static musl build against the glibc one, say), and the targets, set against the original,
 do not apply.
 
+Over ws:// (not --tls), the relay scenarios also run against the raw reference relay
+(`sigver-load raw-server`, loaded through `raw://`): sigver's relay routing over
+length-prefixed frames, with no WebSocket and no protobuf, so it costs little more than the
+kernel's own work. A second table sets ours against it ("ours / raw reference").
+
 It builds ours and the load tool in release (`cargo build --release -p sigver -p sigver-load`),
 installs the original with `npm install sigver@20.1.0` into a temporary folder (or uses
 --orig-dir), and for each scenario and repetition starts a fresh server of each kind on a free
@@ -18,7 +23,8 @@ ones), runs the load tool (target/release/sigver-load) against it with --pid and
 stops it. Every server it starts is killed before it exits. Results: a Markdown table on stdout
 and in OUT/results.md, every raw result in OUT/results.json, the plot in OUT/latency.svg (OUT
 defaults to benches/results).
-Needs only Python 3.9+, cargo, node and npm; `--servers ours` runs ours alone, without node.
+Needs only Python 3.9+, cargo, node and npm; `--servers ours` runs ours alone, without node
+(`--servers ours,raw` adds the raw reference).
 """
 
 import argparse
@@ -38,6 +44,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGINAL = "sigver@20.1.0"
 SERVERS = ("ours", "original")
+# The raw reference relay runs in the relay scenarios of a plain run, for the second table.
+RAW = "raw"
 # How the table and the plot name the two servers (--names).
 NAMES = {"ours": "ours", "original": "original"}
 
@@ -101,6 +109,21 @@ TLS_ROWS = [
     ("idle_full", "server CPU per handshake", ("server_cpu_us_per_handshake",), "µs", "info", None),
     ("idle_resumed", "server CPU per handshake", ("server_cpu_us_per_handshake",), "µs", "info", None),
     ("idle_resumed", "resumed handshakes", ("tls_resumed_handshakes",), "", "info", None),
+]
+
+
+# ours / raw reference, per relay scenario: how close ours comes to the kernel's own cost.
+# Targets: ratios of ours to the raw relay (at least); "info": no target.
+RAW_ROWS = [
+    ("relay_w1", "messages relayed/s", ("relayed_per_s",), "/s", "ratio>=", 0.95),
+    ("relay_w1", "server CPU per relayed message", ("server_cpu_us_per_msg",), "µs", "info", None),
+    ("relay_w8", "messages relayed/s", ("relayed_per_s",), "/s", "ratio>=", 0.9),
+    ("relay_w8", "server CPU per relayed message", ("server_cpu_us_per_msg",), "µs", "info", None),
+    ("relay_w8", "load generator CPU per relayed message", ("client_cpu_us_per_msg",), "µs", "info", None),
+    ("relay_p1", "round trip p50", ("rtt_us", "p50"), "µs", "info", None),
+    ("relay_p1", "messages relayed/s", ("relayed_per_s",), "/s", "info", None),
+    ("open_20k", "round trip p99", ("rtt_us", "p99"), "µs", "info", None),
+    ("open_40k", "round trip p99", ("rtt_us", "p99"), "µs", "info", None),
 ]
 
 
@@ -198,15 +221,19 @@ def bench_flags(binary):
 
 class Server:
     """A server process on a free loopback port; `startup_ms` is the time from the start of
-    the process to its listening line."""
+    the process to its listening line. `raw`: the raw reference relay, whose listening line
+    is its address alone."""
 
-    def __init__(self, cmd):
+    def __init__(self, cmd, raw=False):
+        self.raw = raw
         self.port = free_port()
         self.lines = []
         self.ready = threading.Event()
         t0 = time.perf_counter()
+        where = ["--listen", f"127.0.0.1:{self.port}"] if raw else ["-h", "127.0.0.1", "-p", str(self.port)]
+        mark = f"127.0.0.1:{self.port}" if raw else "listening on"
         self.proc = subprocess.Popen(
-            cmd + ["-h", "127.0.0.1", "-p", str(self.port)],
+            cmd + where,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -217,7 +244,7 @@ class Server:
 
         def read():
             for line in self.proc.stdout:
-                if self.startup_ms is None and "listening on" in line:
+                if self.startup_ms is None and mark in line:
                     self.startup_ms = (time.perf_counter() - t0) * 1e3
                     self.ready.set()
                 if len(self.lines) < 200:
@@ -232,6 +259,8 @@ class Server:
 
     @property
     def url(self):
+        if self.raw:
+            return f"raw://127.0.0.1:{self.port}"
         return f"{'wss' if TLS else 'ws'}://127.0.0.1:{self.port}"
 
     def stop(self):
@@ -351,6 +380,44 @@ def summarize(runs, startups, binary_kib, against=False):
         rows.append(dict(scenario=scen, metric=label, unit=unit, ours=ours, original=orig,
                          ratio=ratio, cmp=cmp, target=target, met=met, notes=notes))
     return rows
+
+
+def summarize_raw(runs):
+    """Medians of ours and of the raw reference for the RAW_ROWS whose scenario ran against
+    the raw relay (a results.json from before it, or from --tls, has none: no rows)."""
+    rows = []
+    for scen, label, path, unit, cmp, target in RAW_ROWS:
+        if not runs.get((scen, RAW)):
+            continue
+        med, notes = {}, []
+        for server in ("ours", RAW):
+            results = runs.get((scen, server), [])
+            good = [r for r in results if r.get("ok")]
+            med[server] = median(get(r, path) for r in (good or results))
+            if len(good) < len(results):
+                notes.append(f"{server}: {len(results) - len(good)} of {len(results)} runs not clean")
+        ours, raw = med["ours"], med[RAW]
+        ratio = ours / raw if ours is not None and raw else None
+        met = ratio >= target if cmp == "ratio>=" and ratio is not None else None
+        rows.append(dict(scenario=scen, metric=label, unit=unit, ours=ours, raw=raw, ratio=ratio,
+                         cmp=cmp, target=target, met=met, notes=notes))
+    return rows
+
+
+def raw_table(rows):
+    titles = dict((n, t) for n, t, _ in SCENARIOS)
+    a = NAMES["ours"]
+    out = [f"| scenario | metric | {a} | raw reference | {a} / raw | target | met |",
+           "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else ""
+        met = {True: "yes", False: "**no**", None: ""}[r["met"]]
+        if r["notes"]:
+            met += " (" + "; ".join(r["notes"]) + ")"
+        out.append(f"| {titles[r['scenario']]} | {r['metric']} | {fmt(r['ours'], r['unit'])} | "
+                   f"{fmt(r['raw'], r['unit'])} | {ratio} | "
+                   f"{fmt_target(r['cmp'], r['target'], r['unit'])} | {met} |")
+    return "\n".join(out)
 
 
 def table(rows):
@@ -611,10 +678,14 @@ def svg(rows, runs, info, path):
 def write_outputs(out, info, run_args, runs, startups, binary_kib, cmdline):
     rows = summarize(runs, startups, binary_kib, against=run_args.get("against_bin") is not None)
     md = table(rows)
+    raw_rows = summarize_raw(runs)
+    if raw_rows:
+        md += "\n\nAgainst the raw reference relay (`sigver-load raw-server`, over `raw://`):\n\n"
+        md += raw_table(raw_rows)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"machine": info, "args": run_args, "command": cmdline, "binary_kib": binary_kib,
-                   "rows": rows, "runs": {f"{k[0]}/{k[1]}": v for k, v in runs.items()},
+                   "rows": rows, "raw_rows": raw_rows, "runs": {f"{k[0]}/{k[1]}": v for k, v in runs.items()},
                    "startup_ms": startups}, f, indent=1)
     load = info.get("loadavg_start", [0])[0], info.get("loadavg_end", [0])[0]
     with open(os.path.join(out, "results.md"), "w") as f:
@@ -659,8 +730,9 @@ def main():
                     help="run the servers and the load generator under `nice -n N` (as root, a "
                          "negative N shields them from other processes, at those processes' cost) [0]")
     ap.add_argument("--only", help="comma-separated scenarios to run (default: all)")
-    ap.add_argument("--servers", default="ours,original",
-                    help="comma-separated servers to run: ours, original [ours,original]")
+    ap.add_argument("--servers", default="ours,original,raw",
+                    help="comma-separated servers to run: ours, original, raw (the raw reference "
+                         "relay, in the relay scenarios, not with --tls) [ours,original,raw]")
     ap.add_argument("--orig-dir", help="folder holding (or to receive) the npm install of the original")
     ap.add_argument("--ours-bin", help="run this build of ours instead of building target/release/sigver")
     ap.add_argument("--against-bin",
@@ -677,9 +749,15 @@ def main():
     if args.summarize:
         return resummarize(args.summarize, args.out)
 
-    servers = [s for s in SERVERS if s in args.servers.split(",")]
-    if not servers or set(args.servers.split(",")) - set(SERVERS):
-        ap.error(f"--servers {args.servers}: name ours, original or both")
+    servers = [s for s in SERVERS + (RAW,) if s in args.servers.split(",")]
+    if not servers or set(args.servers.split(",")) - set(SERVERS + (RAW,)):
+        ap.error(f"--servers {args.servers}: name ours, original, raw, or several")
+    if args.tls and RAW in servers:
+        # The raw relay is plain TCP: over wss:// it would be no reference for ours.
+        log("the raw reference relay is not run with --tls")
+        servers.remove(RAW)
+        if not servers:
+            ap.error("--servers raw --tls: nothing to run")
     if args.names:
         NAMES["ours"], NAMES["original"] = args.names.split(",", 1)
     elif args.against_bin:
@@ -709,6 +787,7 @@ def main():
         info = machine(node_version, orig_version)
         commands["original"] = prefix + ["node", orig_js] + tls_original
     load = prefix + [load]
+    commands[RAW] = load + ["raw-server"]
     stripped = os.path.join(tempfile.mkdtemp(prefix="sigver-strip-"), "sigver")
     shutil.copy(ours_bin, stripped)
     sh(["strip", stripped])
@@ -731,11 +810,14 @@ def main():
             extra = ["--seconds", str(args.members_seconds), "--warmup", str(args.members_warmup)]
         else:
             extra = ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+        # The raw relay speaks only the relay mode.
+        here = [s for s in servers if s != RAW or base[0] == "relay"]
         for rep in range(reps):
-            order = servers if rep % 2 == 0 else servers[::-1]
+            order = here if rep % 2 == 0 else here[::-1]
             for server in order:
-                srv = Server(commands[server])
-                startups[server].append(srv.startup_ms)
+                srv = Server(commands[server], raw=server == RAW)
+                if server != RAW:
+                    startups[server].append(srv.startup_ms)
                 try:
                     result = run_load(load, srv, base + extra, limit=300 + args.hold + args.members_seconds)
                 finally:

@@ -15,12 +15,16 @@
 //! - `ws`, `pb`: WebSocket client framing and the sigver messages, by hand.
 //! - `relay`, `idle`, `churn`: the modes; `stats`: histograms, /proc readings, JSON;
 //!   `svg`: the percentile plot.
+//! - `raw`, `rawproto`: `raw-server`, the reference relay (sigver's routing over
+//!   length-prefixed frames), and the framing it shares with the client's `raw://`.
 
 mod churn;
 mod idle;
 mod net;
 mod pb;
 mod procs;
+mod raw;
+mod rawproto;
 mod relay;
 mod stats;
 mod svg;
@@ -44,6 +48,8 @@ sigver-load: plays many sigver clients against a sigver-protocol server.
 USAGE:
   sigver-load MODE --url ws://127.0.0.1:PORT [options]
   sigver-load MODE --url wss://127.0.0.1:PORT --ca ca.pem [options]
+  sigver-load relay --url raw://127.0.0.1:PORT [options]
+  sigver-load raw-server [--listen 127.0.0.1:PORT]
   cargo run --release -p sigver-load -- MODE --url ws://127.0.0.1:PORT [options]
 
 MODES:
@@ -55,10 +61,15 @@ MODES:
              second (with --members K: K long-lived members, joiners churn)
   selftest   checks the client's framing and messages against tungstenite and the
              server crate's prost types
+  raw-server the reference relay for raw:// URLs: sigver's relay routing over
+             length-prefixed frames, no WebSocket, no protobuf, one thread;
+             prints the address it listens on (one line), runs until SIGTERM
+             or SIGINT
 
 COMMON OPTIONS:
   --url URL          ws://HOST:PORT or wss://HOST:PORT of the server (for wss://
-                     the certificate must name HOST, a DNS name or an IP address)
+                     the certificate must name HOST, a DNS name or an IP address),
+                     or raw://HOST:PORT of a raw-server (relay only)
   --remote           allow a HOST that is not a loopback address (only ever a
                      server of yours: the load is what an attack would send)
   --pid PID          the server's process id: RSS and CPU time are read from /proc
@@ -103,6 +114,10 @@ CHURN:
   --members K        long-lived members; 0 = each session founds its own group [0]
   --bytes B          offer size [200]
   --max-sessions M   stop starting sessions after M [10000000]
+
+RAW-SERVER:
+  --listen ADDR      address to listen on; port 0 picks a free one [127.0.0.1:0]
+  --remote           allow an address that is not a loopback one
 
 EXIT STATUS:
   0 the run completed without errors, 1 it did not (see \"ok\" and \"first_error\"),
@@ -220,9 +235,16 @@ fn run() -> Result<bool, String> {
         println!("selftest: framing and messages match tungstenite and prost");
         return Ok(true);
     }
+    if mode == "raw-server" {
+        return raw_server(args);
+    }
     let e = |e: pico_args::Error| e.to_string();
     let url: String = args.value_from_str("--url").map_err(e)?;
     let url = Url::parse(&url, args.contains("--remote"))?;
+    if url.framing == transport::Framing::Raw && mode != "relay" {
+        // The reference relay has no heartbeats and no sessions: only relay means the same.
+        return Err(format!("raw:// URLs are for the relay mode, not {mode}"));
+    }
     let tls_opts = tls::TlsOpts {
         ca: args.opt_value_from_str("--ca").map_err(e)?,
         insecure: args.contains("--insecure"),
@@ -451,6 +473,34 @@ fn outcome<H: Report>(
         completed,
         counts: None,
     })
+}
+
+/// `raw-server`: binds, prints the address, and serves until the process is killed.
+fn raw_server(mut args: pico_args::Arguments) -> Result<bool, String> {
+    let listen = opt(
+        &mut args,
+        "--listen",
+        std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+    )?;
+    let remote = args.contains("--remote");
+    let rest = args.finish();
+    if !rest.is_empty() {
+        return Err(format!("unknown arguments: {rest:?}"));
+    }
+    if !listen.ip().is_loopback() && !remote {
+        // An open relay for anyone who can reach it: that must be a choice, not a typo.
+        return Err(format!(
+            "--listen {listen}: not a loopback address; add --remote to serve other hosts"
+        ));
+    }
+    let server = raw::RawServer::bind(listen).map_err(|e| format!("--listen {listen}: {e}"))?;
+    let addr = server
+        .local_addr()
+        .map_err(|e| format!("--listen {listen}: {e}"))?;
+    // One line with the address actually bound, for scripts; stdout is flushed at the newline.
+    println!("{addr}");
+    server.run().map_err(|e| format!("poll failed: {e}"))?;
+    Ok(true)
 }
 
 /// `--source-addrs`: a count N (127.0.0.1 .. 127.0.0.N) or a comma-separated list.

@@ -1,7 +1,9 @@
 //! The client engine: many WebSocket connections on one thread and one mio `Poll`, driving a
 //! [`Handler`] (one per mode) with decoded sigver messages.
 //!
-//! Each connection goes Connecting -> Upgrading -> Open -> Closing -> Dead. Reads land in one
+//! Each connection goes Connecting -> Upgrading -> Open -> Closing -> Dead. Over `raw://`
+//! (`rawproto`) the join frame takes the upgrade's place, its answer stands for `connected`,
+//! and a close drops the socket at once: the rest is the same code. Reads land in one
 //! shared scratch buffer and frames are decoded in place; only a partial frame is copied into
 //! the connection's own buffer. Writes are appended to the connection's output buffer (its
 //! capacity is kept, so no allocation per message) and flushed once per loop turn, so many
@@ -18,8 +20,9 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::pb::{self, Msg};
+use crate::rawproto;
 use crate::stats::Json;
-use crate::transport::{Stream, Target};
+use crate::transport::{Framing, Stream, Target};
 use crate::ws;
 
 /// Bytes read from a socket per `read` call (one buffer for all connections).
@@ -128,6 +131,9 @@ struct Conn {
     out_pos: usize,
     dirty: bool,
     key: [u8; 4],
+    /// `raw://`: the id of the member this connection joined (0: it founded the group),
+    /// where a content for no one in particular goes.
+    peer: u32,
     we_closed: bool,
     code: Option<u16>,
     error: Option<&'static str>,
@@ -254,7 +260,10 @@ impl Net {
             }
         };
         let mut out = Vec::with_capacity(256);
-        ws::put_request(&mut out, &self.target.host, path);
+        match self.target.framing {
+            Framing::WebSocket => ws::put_request(&mut out, &self.target.host, path),
+            Framing::Raw => rawproto::put_join(&mut out, path.as_bytes()),
+        }
         entry.insert(Conn {
             sock,
             gen,
@@ -265,6 +274,7 @@ impl Net {
             out_pos: 0,
             dirty: false,
             key,
+            peer: 0,
             we_closed: false,
             code: None,
             error: None,
@@ -292,6 +302,16 @@ impl Net {
             return;
         };
         let data_len = parts.iter().map(|p| p.len()).sum();
+        if self.target.framing == Framing::Raw {
+            // The server writes the sender's id itself. A joiner's content goes to its
+            // member whatever its recipient, as sigver routes it (docs/PROTOCOL.md §5).
+            let dest = if recipient != 0 { recipient } else { conn.peer };
+            rawproto::put_content_head(&mut conn.out, dest, data_len);
+            for p in parts {
+                conn.out.extend_from_slice(p);
+            }
+            return self.mark_dirty(c);
+        }
         let len = pb::content_len(sender, recipient, data_len);
         let start = ws::put_header(&mut conn.out, ws::OP_BINARY, len, conn.key);
         pb::put_content_head(&mut conn.out, sender, recipient, data_len);
@@ -302,11 +322,15 @@ impl Net {
         self.mark_dirty(c);
     }
 
-    /// Queues a `connect {id, members}`. Ignored unless the connection is open.
+    /// Queues a `connect {id, members}`. Ignored unless the connection is open, and over
+    /// `raw://`, where the join was the connection's first frame.
     pub fn send_connect(&mut self, c: usize, id: u32, members: &[u32]) {
         let Some(conn) = self.conns.get_mut(c).filter(|c| c.phase == Phase::Open) else {
             return;
         };
+        if self.target.framing == Framing::Raw {
+            return;
+        }
         let len = pb::connect_len(id, members);
         let start = ws::put_header(&mut conn.out, ws::OP_BINARY, len, conn.key);
         pb::put_connect(&mut conn.out, id, members);
@@ -329,6 +353,11 @@ impl Net {
             return;
         };
         match conn.phase {
+            // No close handshake in the raw framing: the server sees the end of stream.
+            Phase::Open if self.target.framing == Framing::Raw => {
+                conn.we_closed = true;
+                self.finish(c);
+            }
             Phase::Open => {
                 conn.we_closed = true;
                 conn.phase = Phase::Closing;
@@ -509,13 +538,22 @@ impl Net {
                 }
             }
             conn.inbuf.extend_from_slice(data);
-            match ws::parse_response(&conn.inbuf) {
+            let answer = match self.target.framing {
+                Framing::WebSocket => ws::parse_response(&conn.inbuf),
+                Framing::Raw => raw_joined(conn),
+            };
+            match answer {
                 ws::Upgrade::Partial => return,
                 ws::Upgrade::Refused => return self.fail(c, "upgrade refused"),
                 ws::Upgrade::Done(head) => {
                     conn.inbuf.drain(..head);
                     conn.phase = Phase::Open;
                     h.on_open(self, c);
+                    if self.target.framing == Framing::Raw && self.is_open(c) {
+                        // The join answer is the raw framing's `connected` (PROTOCOL.md §5).
+                        let founded = self.conns[c].peer == 0;
+                        h.on_message(self, c, Msg::Connected(founded));
+                    }
                     let buf = std::mem::take(&mut self.conns[c].inbuf);
                     let used = self.on_frames(h, c, &buf);
                     let conn = &mut self.conns[c];
@@ -544,6 +582,9 @@ impl Net {
 
     /// Handles every complete frame in `buf`; returns the bytes used.
     fn on_frames<H: Handler>(&mut self, h: &mut H, c: usize, buf: &[u8]) -> usize {
+        if self.target.framing == Framing::Raw {
+            return self.on_raw_frames(h, c, buf);
+        }
         let mut pos = 0;
         loop {
             if self.conns[c].phase == Phase::Dead {
@@ -602,6 +643,32 @@ impl Net {
                 }
             }
         }
+    }
+
+    /// `raw://`: every frame is a content from the peer its first four bytes name.
+    fn on_raw_frames<H: Handler>(&mut self, h: &mut H, c: usize, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        while self.conns[c].phase == Phase::Open {
+            let content = match rawproto::frame(&buf[pos..], MAX_FRAME) {
+                Ok(Some(end)) => rawproto::split_id(&buf[pos + rawproto::PREFIX..pos + end])
+                    .map(|(sender, data)| (end, sender, data)),
+                Ok(None) => return pos,
+                Err(_) => None,
+            };
+            let Some((end, sender, data)) = content else {
+                self.counters.protocol_errors += 1;
+                self.fail(c, "bad raw frame");
+                break;
+            };
+            pos += end;
+            let msg = Msg::Content {
+                sender,
+                recipient: 0,
+                data,
+            };
+            h.on_message(self, c, msg);
+        }
+        buf.len()
     }
 
     fn flush(&mut self) {
@@ -753,6 +820,22 @@ impl Net {
             self.flush();
             self.reap(h);
         }
+    }
+}
+
+/// `raw://`: the join answer at the start of the connection's bytes, as the upgrade's outcome
+/// (a malformed one is a refusal); keeps the member's id.
+fn raw_joined(conn: &mut Conn) -> ws::Upgrade {
+    match rawproto::frame(&conn.inbuf, MAX_FRAME) {
+        Ok(None) => ws::Upgrade::Partial,
+        Ok(Some(end)) => match rawproto::joined(&conn.inbuf[rawproto::PREFIX..end]) {
+            Some((_, member)) => {
+                conn.peer = member;
+                ws::Upgrade::Done(end)
+            }
+            None => ws::Upgrade::Refused,
+        },
+        Err(_) => ws::Upgrade::Refused,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The byte stream under one client connection, and the server URL that names it: plain TCP
-//! for `ws://`, rustls over TCP for `wss://` (`tls`). The engine (`net`) only connects,
+//! for `ws://` and `raw://`, rustls over TCP for `wss://` (`tls`). The engine (`net`) only connects,
 //! registers, reads and writes through [`Stream`]; a plain stream's calls go straight to the
 //! socket, as before TLS existed. Connections may come from several loopback source
 //! addresses (`--source-addrs`), bound before the connect.
@@ -17,10 +17,21 @@ use rustls::ClientConfig;
 
 use crate::tls::TlsStream;
 
+/// How messages are framed on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `ws://`, `wss://`: WebSocket frames holding sigver's protobuf messages.
+    WebSocket,
+    /// `raw://`: the reference relay's length-prefixed frames (`rawproto`), over plain TCP.
+    Raw,
+}
+
 /// Where the load goes: the server's address, the `Host` the upgrade names, and for
 /// `wss://` the TLS client and the name the certificate must carry.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The framing the server speaks.
+    pub framing: Framing,
     /// The server's socket address.
     pub addr: SocketAddr,
     /// `HOST:PORT` as the upgrade request's `Host` header.
@@ -37,6 +48,8 @@ pub struct Target {
 pub struct Url {
     /// `wss://`.
     pub tls: bool,
+    /// `raw://` or a WebSocket scheme.
+    pub framing: Framing,
     /// The host as written (a name, or an IP address without brackets).
     pub host: String,
     /// The server's socket address.
@@ -44,17 +57,19 @@ pub struct Url {
 }
 
 impl Url {
-    /// Parses `ws://HOST:PORT[/]` or `wss://HOST:PORT[/]`. Other than loopback addresses
-    /// need `remote`: the load is an attack on a server that is not the user's own, so
-    /// pointing it elsewhere must be a choice, not a typo.
+    /// Parses `ws://HOST:PORT[/]`, `wss://HOST:PORT[/]` or `raw://HOST:PORT[/]`. Other than
+    /// loopback addresses need `remote`: the load is an attack on a server that is not the
+    /// user's own, so pointing it elsewhere must be a choice, not a typo.
     pub fn parse(url: &str, remote: bool) -> Result<Self, String> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("wss://") {
-            (true, rest)
+        let (tls, framing, rest) = if let Some(rest) = url.strip_prefix("wss://") {
+            (true, Framing::WebSocket, rest)
         } else if let Some(rest) = url.strip_prefix("ws://") {
-            (false, rest)
+            (false, Framing::WebSocket, rest)
+        } else if let Some(rest) = url.strip_prefix("raw://") {
+            (false, Framing::Raw, rest)
         } else {
             return Err(format!(
-                "--url {url}: only ws:// and wss:// URLs are supported"
+                "--url {url}: only ws://, wss:// and raw:// URLs are supported"
             ));
         };
         let hostport = rest.trim_end_matches('/');
@@ -75,6 +90,7 @@ impl Url {
         };
         Ok(Self {
             tls,
+            framing,
             host: host.to_owned(),
             addr,
         })
@@ -98,6 +114,7 @@ impl Url {
             return Err("--source-addrs: only with an IPv4 loopback server".to_owned());
         }
         Ok(Target {
+            framing: self.framing,
             addr: self.addr,
             host: self.addr.to_string(),
             tls,
@@ -109,7 +126,7 @@ impl Url {
 /// One connection's byte stream, non-blocking.
 #[derive(Debug)]
 pub enum Stream {
-    /// `ws://`.
+    /// `ws://`, `raw://`.
     Plain(TcpStream),
     /// `wss://` (boxed: rustls' state is large, and most runs are plain).
     Tls(Box<TlsStream>),

@@ -6,19 +6,18 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
-/// Longest a run of the tool may take here; the runs below need a few seconds.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
+mod common;
+use common::{check_latency, json_run, num, tool};
 
 /// A throwaway CA and the server's files: a certificate for `localhost` and `127.0.0.1`
 /// signed by it, and its key, as PEM files in a fresh directory.
@@ -187,76 +186,6 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
-}
-
-/// Runs the built tool with the words of `line` as arguments, and `--svg PATH` when given;
-/// killed if it outlives [`RUN_LIMIT`].
-fn tool(line: &str, svg: Option<&Path>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigver-load"));
-    cmd.args(line.split_whitespace());
-    if let Some(path) = svg {
-        cmd.arg("--svg").arg(path);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sigver-load");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-/// Runs the tool with `--json`, checks that it succeeded and printed exactly one JSON object.
-fn json_run(line: &str, svg: Option<&Path>) -> Value {
-    let out = tool(&format!("{line} --json"), svg);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{line}: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one line, one object: {stdout}");
-    let v: Value = serde_json::from_str(lines[0]).expect("valid JSON");
-    assert_eq!(v["ok"], Value::Bool(true), "{v}");
-    for count in [
-        "errors",
-        "connect_failures",
-        "socket_errors",
-        "protocol_errors",
-        "close_timeouts",
-        "tls_failures",
-    ] {
-        assert_eq!(v[count], 0, "{count} in {v}");
-    }
-    v
-}
-
-fn num(v: &Value, key: &str) -> f64 {
-    v[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no number {key} in {v}"))
-}
-
-/// Checks a latency summary: samples, and ordered percentiles.
-fn check_latency(v: &Value, key: &str) -> f64 {
-    let l = &v[key];
-    let count = num(l, "count");
-    assert!(count > 0.0, "{key}: {l}");
-    let (p50, p99, p999, max) = (num(l, "p50"), num(l, "p99"), num(l, "p999"), num(l, "max"));
-    assert!(
-        0.0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= max,
-        "{key}: {l}"
-    );
-    count
 }
 
 /// Parses the plot as XML and checks it: an `svg` root, a curve, and the three marked
