@@ -103,6 +103,9 @@ RELAY:
                      trip: two messages relayed); 0 = closed loop [0]
   --bytes B          data bytes per content, at least 8 [200]
   --drain S          after the window, longest wait for answers in flight [3]
+                     SIGUSR1 ends the window early (then --seconds is its longest
+                     length, and `seconds` in the result the one it had); with
+                     --procs, signal the children
 
 IDLE:
   --conns N          connections [1000]
@@ -369,6 +372,7 @@ fn run() -> Result<bool, String> {
         let child = share.is_some();
         let mut out = match mode {
             Mode::Relay(o) => {
+                relay::stop_on_sigusr1()?;
                 let limit = SETUP + o.warmup + o.seconds + o.drain + 10.0;
                 outcome(
                     &mut net,

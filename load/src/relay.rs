@@ -11,8 +11,12 @@
 //! Closed loop keeps W contents in flight per pair. Open loop sends R contents per second in
 //! all, the k-th at `start + k / R` to pair `k mod P`, and times each from that scheduled
 //! instant: a server (or a client) that falls behind shows as latency, not as a slower rate.
+//!
+//! SIGUSR1 ends the measured window early (`--seconds` is then the longest it may last), so
+//! that a script can make the relay cover exactly another run, as `benches/scale.py` does.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hdrhistogram::Histogram;
 
@@ -25,6 +29,28 @@ use crate::svg;
 const SETUP_CONCURRENCY: usize = 64;
 /// Most contents an open-loop turn sends before it lets replies in.
 const MAX_SENDS_PER_TURN: u64 = 10_000;
+
+/// Set by SIGUSR1: the measured window ends at the next loop turn.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGUSR1 end the measured window early instead of killing the process.
+pub fn stop_on_sigusr1() -> Result<(), String> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the poll
+    // loop wakes at least every 10 ms and retries a wait the signal interrupted.
+    let previous =
+        unsafe { libc::signal(libc::SIGUSR1, on_sigusr1 as *const () as libc::sighandler_t) };
+    if previous == libc::SIG_ERR {
+        return Err(format!(
+            "cannot handle SIGUSR1: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
 
 /// Relay settings.
 #[derive(Debug, Clone)]
@@ -78,6 +104,8 @@ pub struct Relay {
     /// Contents received (by members and joiners) inside the window: each forwarding once.
     relayed: u64,
     max_lag: u64,
+    /// SIGUSR1 ended the window before `--seconds`.
+    stopped: bool,
     errors: Errors,
     cpu: [Option<CpuMark>; 2],
     rss: [Option<u64>; 2],
@@ -112,6 +140,7 @@ impl Relay {
             unanswered: 0,
             relayed: 0,
             max_lag: 0,
+            stopped: false,
             errors: Errors::default(),
             cpu: [None; 2],
             rss: [None; 2],
@@ -159,6 +188,15 @@ impl Relay {
         }
     }
 
+    /// The measured window's length in seconds: `--seconds`, or less if SIGUSR1 ended it.
+    fn window_secs(&self) -> f64 {
+        if self.end == u64::MAX {
+            self.o.seconds
+        } else {
+            self.end.saturating_sub(self.warm_end) as f64 / 1e9
+        }
+    }
+
     /// What the run was, as a title: "relay closed loop, 10 pairs, window 1".
     fn title(&self) -> String {
         if self.o.rate > 0.0 {
@@ -193,9 +231,18 @@ impl Relay {
         j.num("window", self.o.window as f64);
         j.num("rate", self.o.rate);
         j.num("bytes", self.o.bytes as f64);
-        j.num("seconds", self.o.seconds);
+        let secs = self.window_secs();
+        j.num("seconds", secs);
+        j.raw(
+            "stopped_by_signal",
+            if self.stopped { "true" } else { "false" },
+        );
         j.num("relayed", self.relayed as f64);
-        let per_s = self.relayed as f64 / self.o.seconds;
+        let per_s = if secs > 0.0 {
+            self.relayed as f64 / secs
+        } else {
+            0.0
+        };
         j.num("relayed_per_s", per_s);
         j.num("sent", self.sent as f64);
         j.num("answered", self.answered as f64);
@@ -331,6 +378,11 @@ impl Handler for Relay {
                 None
             }
             Stage::Run => {
+                if STOP.load(Ordering::Relaxed) && now < self.end {
+                    // Contents already due are still sent and timed; none after now.
+                    self.end = now.max(self.warm_end);
+                    self.stopped = true;
+                }
                 if self.cpu[0].is_none() && now >= self.warm_end {
                     self.cpu[0] = Some(CpuMark::take(self.o.pid, now));
                 }

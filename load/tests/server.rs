@@ -295,6 +295,54 @@ fn relay_open_loop() {
     check_latency(&v, "rtt_us");
 }
 
+/// SIGUSR1 ends an open-loop relay's window early: the run reports the window it had, with
+/// every content of it answered, and exits cleanly long before its --seconds.
+#[test]
+fn relay_stops_on_sigusr1() {
+    let server = Server::start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigver-load"))
+        .args(
+            format!(
+                "relay --url {} --pairs 2 --rate 1000 --seconds 600 --warmup 0.2 --json",
+                server.url()
+            )
+            .split_whitespace(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sigver-load");
+    // Messages relayed mean the run is in its loop, its handler installed.
+    let start = Instant::now();
+    while server.counter("sigver_messages_relayed_total") == 0 {
+        assert!(start.elapsed() < RUN_LIMIT, "the relay never started");
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: a signal to the child this test started and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}: {stdout}", out.status);
+    let v: Value = serde_json::from_str(stdout.trim()).expect("valid JSON");
+    assert_eq!(v["ok"], Value::Bool(true), "{v}");
+    assert_eq!(v["stopped_by_signal"], Value::Bool(true), "{v}");
+    let secs = num(&v, "seconds");
+    assert!(secs > 0.0 && secs < 600.0, "{v}");
+    // 1000 contents/s by their scheduled times over the window it had.
+    let sent = num(&v, "sent");
+    assert!((sent - 1000.0 * secs).abs() <= 2.0, "{v}");
+    assert_eq!(num(&v, "answered"), sent, "{v}");
+}
+
 /// Idle connections all join and stay open; each handshake is timed and plotted.
 #[test]
 fn idle() {
