@@ -6,10 +6,11 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
@@ -17,7 +18,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
 mod common;
-use common::{check_latency, json_run, num, tool};
+use common::{check_latency, json_run, num, tool, RUN_LIMIT};
 
 /// A throwaway CA and the server's files: a certificate for `localhost` and `127.0.0.1`
 /// signed by it, and its key, as PEM files in a fresh directory.
