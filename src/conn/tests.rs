@@ -99,17 +99,23 @@ struct Peer {
     scratch: BytesMut,
     limits: Limits,
     turn: u64,
+    tls_steps_left: u32,
 }
 
 impl Peer {
     fn new(limits: Limits) -> Self {
+        Self::over(limits, Transport::plain)
+    }
+
+    /// A connection over the transport `make` puts on the server's end of the pair.
+    fn over(limits: Limits, make: impl FnOnce(TcpStream) -> Transport) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = StdStream::connect(listener.local_addr().unwrap()).unwrap();
         client.set_read_timeout(Some(WAIT)).unwrap();
         client.set_nodelay(true).unwrap();
         let (server, addr) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        let transport = Transport::plain(TcpStream::from_std(server));
+        let transport = make(TcpStream::from_std(server));
         let id = ConnId {
             slot: 1,
             generation: 1,
@@ -120,6 +126,7 @@ impl Peer {
             scratch: BytesMut::new(),
             limits,
             turn: 0,
+            tls_steps_left: TLS_STEPS_PER_TURN,
         }
     }
 
@@ -137,6 +144,7 @@ impl Peer {
     /// One loop turn: a new share of work, then [`Peer::drive`].
     fn turn(&mut self) -> Vec<Ev> {
         self.turn += 1;
+        self.tls_steps_left = TLS_STEPS_PER_TURN;
         self.drive()
     }
 
@@ -159,6 +167,7 @@ impl Peer {
                 now: 0,
                 scratch: &mut self.scratch,
                 limits: &self.limits,
+                tls_steps_left: &mut self.tls_steps_left,
             };
             let outcome = self.conn.step(&mut turn);
             evs.push(Ev::of(&outcome));
@@ -821,4 +830,58 @@ fn abort_is_for_open_connections_only() {
     assert_eq!(p.conn.shed(), Shed::Dropped, "the budget drops it instead");
     assert!(p.conn.is_done());
     assert_eq!(p.conn.shed(), Shed::Nothing);
+}
+
+// A turn whose TLS handshake steps are spent does not start another: the connection yields
+// without reading its ClientHello, and takes it in a later turn, where it costs one step.
+#[test]
+fn a_tls_handshake_waits_for_a_turn_with_steps_left() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::sync::Arc;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+
+    let server_config = Arc::new(server_config);
+    let mut p = Peer::over(limits(), |s| Transport::tls(s, server_config).unwrap());
+    tls.write_tls(&mut p.client).unwrap();
+    p.tls_steps_left = 0;
+    // Wait until the ClientHello is there to read: a yield must not be for want of bytes.
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(p.drive(), [Ev::Yield]);
+    p.client.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(p.client.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the server answered a ClientHello it had no step for"
+    );
+    p.client.set_nonblocking(false).unwrap();
+    // The next turn has steps: the handshake goes on, at the price of one.
+    assert_eq!(p.turn(), [Ev::Idle]);
+    assert_eq!(p.tls_steps_left, TLS_STEPS_PER_TURN - 1);
+    let n = tls.read_tls(&mut p.client).unwrap();
+    assert!(n > 0);
+    tls.process_new_packets().unwrap();
+    assert!(
+        !tls.is_handshaking(),
+        "the server's flight completes the client's handshake"
+    );
 }

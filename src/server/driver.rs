@@ -25,7 +25,7 @@ use super::{Server, Shared, FIRST_LISTENER, MAX_LISTENERS, SIGNALS, WAKER};
 use crate::access;
 use crate::close::CloseReason;
 use crate::config::Config;
-use crate::conn::{Conn, Deadline, Flush, Limits, Outcome, Shed, Turn};
+use crate::conn::{Conn, Deadline, Flush, Limits, Outcome, Shed, Turn, TLS_STEPS_PER_TURN};
 use crate::error::Error;
 use crate::handshake::Request;
 use crate::history::History;
@@ -105,6 +105,8 @@ pub(super) struct Driver {
     dirty: Vec<usize>,
     gone: Vec<usize>,
     again: Vec<usize>,
+    /// TLS handshake steps left in this turn (see [`Turn::tls_steps_left`]).
+    tls_steps_left: u32,
     /// Sums of what the connections hold, as they last reported it.
     total_queued: usize,
     total_buffers: usize,
@@ -162,6 +164,7 @@ impl Driver {
             dirty: Vec::new(),
             gone: Vec::new(),
             again: Vec::new(),
+            tls_steps_left: TLS_STEPS_PER_TURN,
             total_queued: 0,
             total_buffers: 0,
             accept_ready: true,
@@ -187,6 +190,7 @@ impl Driver {
             self.turn_start = Instant::now();
             self.now = ms((self.turn_start - self.start).as_millis());
             self.turn += 1;
+            self.tls_steps_left = TLS_STEPS_PER_TURN;
             let again = std::mem::take(&mut self.again);
             for event in events.iter() {
                 match event.token() {
@@ -277,6 +281,7 @@ impl Driver {
                 now: self.now,
                 scratch: &mut self.scratch,
                 limits: &self.limits,
+                tls_steps_left: &mut self.tls_steps_left,
             };
             match conn.step(&mut turn) {
                 Outcome::Idle => break,

@@ -304,6 +304,14 @@ impl Transport {
         }
     }
 
+    /// A TLS handshake is under way: a read may cost a handshake step's cryptography.
+    pub fn tls_handshaking(&self) -> bool {
+        match &self.stream {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.handshaking(),
+        }
+    }
+
     /// Keeps what is written next (TLS only) until [`Transport::close_write`] or a flush, so
     /// that the last words and the `close_notify` go out in one segment.
     pub fn hold(&mut self) {

@@ -109,6 +109,10 @@ impl TlsStream {
         self.stash_at = 0;
     }
 
+    pub(super) fn handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
     /// The handshake is done and resumed a session (a ticket) rather than made a new one.
     pub(super) fn resumed(&self) -> bool {
         self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
