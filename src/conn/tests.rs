@@ -100,6 +100,7 @@ struct Peer {
     limits: Limits,
     turn: u64,
     tls_steps_left: u32,
+    chunk: Box<[u8; READ_CHUNK]>,
 }
 
 impl Peer {
@@ -127,6 +128,7 @@ impl Peer {
             limits,
             turn: 0,
             tls_steps_left: TLS_STEPS_PER_TURN,
+            chunk: Box::new([0; READ_CHUNK]),
         }
     }
 
@@ -168,6 +170,7 @@ impl Peer {
                 scratch: &mut self.scratch,
                 limits: &self.limits,
                 tls_steps_left: &mut self.tls_steps_left,
+                chunk: &mut self.chunk,
             };
             let outcome = self.conn.step(&mut turn);
             evs.push(Ev::of(&outcome));

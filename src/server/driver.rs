@@ -25,7 +25,9 @@ use super::{Server, Shared, FIRST_LISTENER, MAX_LISTENERS, SIGNALS, WAKER};
 use crate::access;
 use crate::close::CloseReason;
 use crate::config::Config;
-use crate::conn::{Conn, Deadline, Flush, Limits, Outcome, Shed, Turn, TLS_STEPS_PER_TURN};
+use crate::conn::{
+    Conn, Deadline, Flush, Limits, Outcome, Shed, Turn, READ_CHUNK, TLS_STEPS_PER_TURN,
+};
 use crate::error::Error;
 use crate::handshake::Request;
 use crate::history::History;
@@ -107,6 +109,8 @@ pub(super) struct Driver {
     again: Vec<usize>,
     /// TLS handshake steps left in this turn (see [`Turn::tls_steps_left`]).
     tls_steps_left: u32,
+    /// See [`Turn::chunk`].
+    chunk: Box<[u8; READ_CHUNK]>,
     /// Sums of what the connections hold, as they last reported it.
     total_queued: usize,
     total_buffers: usize,
@@ -165,6 +169,7 @@ impl Driver {
             gone: Vec::new(),
             again: Vec::new(),
             tls_steps_left: TLS_STEPS_PER_TURN,
+            chunk: Box::new([0; READ_CHUNK]),
             total_queued: 0,
             total_buffers: 0,
             accept_ready: true,
@@ -282,6 +287,7 @@ impl Driver {
                 scratch: &mut self.scratch,
                 limits: &self.limits,
                 tls_steps_left: &mut self.tls_steps_left,
+                chunk: &mut self.chunk,
             };
             match conn.step(&mut turn) {
                 Outcome::Idle => break,
