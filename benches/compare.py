@@ -405,26 +405,16 @@ def summarize_raw(runs):
 
 
 def raw_table(rows):
-    titles = dict((n, t) for n, t, _ in SCENARIOS)
-    a = NAMES["ours"]
-    out = [f"| scenario | metric | {a} | raw reference | {a} / raw | target | met |",
-           "| --- | --- | ---: | ---: | ---: | --- | --- |"]
-    for r in rows:
-        ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else ""
-        met = {True: "yes", False: "**no**", None: ""}[r["met"]]
-        if r["notes"]:
-            met += " (" + "; ".join(r["notes"]) + ")"
-        out.append(f"| {titles[r['scenario']]} | {r['metric']} | {fmt(r['ours'], r['unit'])} | "
-                   f"{fmt(r['raw'], r['unit'])} | {ratio} | "
-                   f"{fmt_target(r['cmp'], r['target'], r['unit'])} | {met} |")
-    return "\n".join(out)
+    return table(rows, against="raw", against_title="raw reference", short="raw")
 
 
-def table(rows):
+def table(rows, against="original", against_title=None, short=None):
+    """The markdown table of `rows`, ours against `against` (a key of each row)."""
     titles = dict((n, t) for n, t, _ in SCENARIOS)
     titles["server"] = "server"
-    a, b = NAMES["ours"], NAMES["original"]
-    out = [f"| scenario | metric | {a} | {b} | {a} / {b} | target | met |",
+    a = NAMES["ours"]
+    b = against_title or NAMES[against]
+    out = [f"| scenario | metric | {a} | {b} | {a} / {short or b} | target | met |",
            "| --- | --- | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else ""
@@ -432,7 +422,7 @@ def table(rows):
         if r["notes"]:
             met += " (" + "; ".join(r["notes"]) + ")"
         out.append(f"| {titles[r['scenario']]} | {r['metric']} | {fmt(r['ours'], r['unit'])} | "
-                   f"{fmt(r['original'], r['unit'])} | {ratio} | "
+                   f"{fmt(r[against], r['unit'])} | {ratio} | "
                    f"{fmt_target(r['cmp'], r['target'], r['unit'])} | {met} |")
     return "\n".join(out)
 
