@@ -196,7 +196,12 @@ impl Driver {
             self.now = ms((self.turn_start - self.start).as_millis());
             self.turn += 1;
             self.tls_steps_left = TLS_STEPS_PER_TURN;
-            let again = std::mem::take(&mut self.again);
+            // Those left over from the last turn go first: a connection waiting for a TLS
+            // handshake step is served before new arrivals spend the turn's steps, so that
+            // a stream of fresh events cannot keep it waiting.
+            for slot in std::mem::take(&mut self.again) {
+                self.drive(slot);
+            }
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.on_wake(),
@@ -221,9 +226,6 @@ impl Driver {
                         self.drive(slot);
                     }
                 }
-            }
-            for slot in again {
-                self.drive(slot);
             }
             if self.accept_ready && self.accept_retry_at.is_none_or(|t| self.now >= t) {
                 self.accept();
