@@ -642,8 +642,14 @@ impl Conn {
             let read = self
                 .transport
                 .read(&mut turn.chunk[..READ_CHUNK.min(self.bytes_left)]);
-            if handshaking && !matches!(read, Ok(ReadOutcome::WouldBlock)) {
-                // Bytes were read and handed to rustls: a step, whatever it cost.
+            let answered = match read {
+                Ok(ReadOutcome::Data(_)) => true,
+                Ok(ReadOutcome::Again) => self.transport.wants_write(),
+                _ => false,
+            };
+            if handshaking && answered {
+                // rustls answered (a flight, a ticket) or gave the request: a step. Bytes it
+                // only kept (a message not whole yet) cost next to nothing.
                 *turn.tls_steps_left = turn.tls_steps_left.saturating_sub(1);
             }
             if let Ok(ReadOutcome::Data(n)) = read {

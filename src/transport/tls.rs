@@ -155,12 +155,12 @@ impl TlsStream {
     /// Sends `bytes` after what is kept for sending; what the socket does not take is kept.
     fn send(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         if self.holding {
-            self.pending_out.extend_from_slice(bytes);
+            unsent(&mut self.pending_out, &mut self.sent).extend_from_slice(bytes);
             return Ok(());
         }
         if self.wants_write() {
             // One write for both; whatever the socket does not take stays kept.
-            self.pending_out.extend_from_slice(bytes);
+            unsent(&mut self.pending_out, &mut self.sent).extend_from_slice(bytes);
             return self.flush_out().map(|_| ());
         }
         let mut written = 0;
@@ -277,7 +277,7 @@ impl TlsStream {
         if let Ok(ConnectionState::EncodeTlsData(mut data)) =
             self.conn.process_tls_records(rest).state
         {
-            if encode(&mut self.pending_out, &mut data).is_ok() {
+            if encode(unsent(&mut self.pending_out, &mut self.sent), &mut data).is_ok() {
                 let _ = self.flush();
             }
         }
@@ -327,7 +327,7 @@ impl TlsStream {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
-                    encode(&mut self.pending_out, &mut data)
+                    encode(unsent(&mut self.pending_out, &mut self.sent), &mut data)
                         .map_err(|e| (consumed + discard, e))?;
                     true
                 }
@@ -449,7 +449,7 @@ impl TlsStream {
                     let n = traffic
                         .queue_close_notify(&mut alert)
                         .map_err(|e| TransportError::Tls(encrypt_error(e)))?;
-                    self.pending_out.extend_from_slice(&alert[..n]);
+                    unsent(&mut self.pending_out, &mut self.sent).extend_from_slice(&alert[..n]);
                     Step::Alerted
                 }
             },
@@ -463,7 +463,7 @@ impl TlsStream {
             }
             // Handshake bytes (a session ticket, a key update) go before anything else.
             ConnectionState::EncodeTlsData(mut data) => {
-                encode(&mut self.pending_out, &mut data)?;
+                encode(unsent(&mut self.pending_out, &mut self.sent), &mut data)?;
                 Step::Handled
             }
             ConnectionState::TransmitTlsData(transmit) => {
@@ -516,6 +516,16 @@ enum Step {
     Handled,
     /// The connection can neither send nor go on (a handshake not finished, or closed).
     Stuck,
+}
+
+/// The bytes kept for sending (`out`, of which `sent` are out), without those already sent,
+/// to append to: what is kept is never more than what waits.
+fn unsent<'a>(out: &'a mut Vec<u8>, sent: &mut usize) -> &'a mut Vec<u8> {
+    if *sent > 0 {
+        out.drain(..*sent);
+        *sent = 0;
+    }
+    out
 }
 
 /// Appends the handshake record rustls has ready to `out`.
